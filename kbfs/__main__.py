@@ -1,0 +1,5 @@
+import sys
+
+from kbfs.cli import main
+
+sys.exit(main())

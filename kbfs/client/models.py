@@ -1,0 +1,199 @@
+"""Typed records of what Kanboard answers, parsed strictly but tolerantly.
+
+Kanboard 1.2.53 on SQLite sends JSON integers; older versions and MySQL/PostgreSQL back ends send
+the same numbers as strings (``"id": "1"``). Both parse to ``int`` here. Anything else that does
+not fit (a missing id, a name that is not a string) is a ``ProtocolError``: the caller gets a
+clear error instead of a record with holes in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from kbfs.client.errors import ProtocolError
+
+
+class Kind(Enum):
+    """Which of Kanboard's two attachment tables a file lives in."""
+
+    TASK = "task"
+    PROJECT = "project"
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """Where attachments live: a project's own files, or one task's files.
+
+    ``task_id`` is None for project attachments. Task-file uploads need the project id too
+    (createTaskFile checks that the task belongs to it).
+    """
+
+    project_id: int
+    task_id: int | None = None
+
+    @property
+    def kind(self) -> Kind:
+        return Kind.PROJECT if self.task_id is None else Kind.TASK
+
+    @property
+    def owner_id(self) -> int:
+        """The id that keys this container's table: the task id or the project id."""
+        return self.project_id if self.task_id is None else self.task_id
+
+    def __str__(self) -> str:
+        if self.task_id is None:
+            return f"project {self.project_id} files"
+        return f"task {self.task_id} (project {self.project_id})"
+
+
+def _int(obj: dict[str, Any], key: str, *, required: bool = True, default: int = 0) -> int:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise ProtocolError(f"field {key!r} is missing or null")
+        return default
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ProtocolError(f"field {key!r} is not an integer: {value!r:.60}")
+
+
+def _str(obj: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise ProtocolError(f"field {key!r} is missing or null")
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ProtocolError(f"field {key!r} is not a string: {value!r:.60}")
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} is not an object: {value!r:.60}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """One attachment row (task_has_files or project_has_files, plus etag).
+
+    ``etag`` is md5(path) and changes only when the storage path does; an id alone does not
+    identify a file over time (ids are reused), so caches key on (kind, id, etag).
+    """
+
+    kind: Kind
+    id: int
+    name: str
+    size: int
+    date: int
+    is_image: bool
+    path: str
+    etag: str | None
+    project_id: int | None
+    task_id: int | None
+    user_id: int
+    username: str | None = None
+    user_name: str | None = None
+
+    @property
+    def version_key(self) -> str:
+        """What distinguishes two files that carried the same id at different times."""
+        return self.etag or f"{self.path}:{self.date}:{self.size}"
+
+    @classmethod
+    def from_json(cls, kind: Kind, value: Any) -> FileRecord:
+        obj = _obj(value, "file record")
+        size = _int(obj, "size")
+        if size < 0:
+            raise ProtocolError(f"negative file size {size}")
+        return cls(
+            kind=kind,
+            id=_int(obj, "id"),
+            # Kanboard stores filename null as "": accept null the same way.
+            name=_str(obj, "name", required=False) or "",
+            size=size,
+            date=_int(obj, "date", required=False),
+            is_image=bool(_int(obj, "is_image", required=False)),
+            path=_str(obj, "path", required=False) or "",
+            etag=_str(obj, "etag", required=False),
+            project_id=_int(obj, "project_id") if kind is Kind.PROJECT else None,
+            task_id=_int(obj, "task_id") if kind is Kind.TASK else None,
+            user_id=_int(obj, "user_id", required=False),
+            username=_str(obj, "username", required=False),
+            user_name=_str(obj, "user_name", required=False),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: int
+    name: str
+    is_active: bool
+    description: str | None = None
+    board_url: str | None = None
+
+    @classmethod
+    def from_json(cls, value: Any) -> Project:
+        obj = _obj(value, "project")
+        url = obj.get("url")
+        board = url.get("board") if isinstance(url, dict) else None
+        return cls(
+            id=_int(obj, "id"),
+            name=_str(obj, "name", required=False) or "",
+            is_active=bool(_int(obj, "is_active", required=False, default=1)),
+            description=_str(obj, "description", required=False),
+            board_url=board if isinstance(board, str) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: int
+    title: str
+    project_id: int
+    is_active: bool
+    url: str | None = None
+
+    @classmethod
+    def from_json(cls, value: Any) -> Task:
+        obj = _obj(value, "task")
+        url = obj.get("url")
+        return cls(
+            id=_int(obj, "id"),
+            title=_str(obj, "title", required=False) or "",
+            project_id=_int(obj, "project_id"),
+            is_active=bool(_int(obj, "is_active", required=False, default=1)),
+            url=url if isinstance(url, str) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    username: str
+    role: str | None = None
+    name: str | None = None
+
+    @classmethod
+    def from_json(cls, value: Any) -> User:
+        obj = _obj(value, "user")
+        return cls(
+            id=_int(obj, "id"),
+            username=_str(obj, "username", required=False) or "",
+            role=_str(obj, "role", required=False),
+            name=_str(obj, "name", required=False),
+        )

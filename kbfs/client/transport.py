@@ -1,0 +1,600 @@
+"""JSON-RPC over HTTP for Kanboard: one httpx pool, error mapping, timeouts, retries, statistics.
+
+This layer knows the wire (HTTP status codes, the JSON-RPC envelope, batches, base64 streams) but
+not what any procedure means; :mod:`kbfs.client.api` adds that. Every failure leaves here as one of
+the classes in :mod:`kbfs.client.errors` (httpx exceptions are mapped at this boundary, with
+``raise ... from``), and no message, log line or repr built here contains the secret.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import random
+import re
+import ssl
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, BinaryIO, TypeVar
+
+import httpx
+import trio
+
+from kbfs.client.b64stream import (
+    Base64FormatError,
+    JsonBase64Decoder,
+    NotStreamable,
+    decode_whole,
+    encoded_length,
+    find_result_string,
+    iter_base64,
+)
+from kbfs.client.errors import (
+    AuthenticationError,
+    EmptyDownload,
+    KanboardError,
+    PermissionDenied,
+    ProtocolError,
+    Rejected,
+    RequestTimeout,
+    RpcError,
+    ServerError,
+    SourceError,
+    TransportError,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Params = dict[str, Any] | list[Any] | None
+
+#: Largest ordinary (non-download) response body accepted; a listing of thousands of files is
+#: a few MB, so anything near this is not Kanboard talking.
+MAX_BODY = 64 * 1024 * 1024
+#: Bytes of a download response buffered while looking for the start of the result string.
+HEAD_LIMIT = 64 * 1024
+#: Decoded download bytes collected before one (threaded) write to the sink.
+FLUSH_SIZE = 1024 * 1024
+
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+def normalise_endpoint(url: str) -> str:
+    """Turn whatever a user pasted into the ``.../jsonrpc.php`` URL.
+
+    Accepts ``kb.example.com`` (https assumed), ``https://kb.example.com``, a trailing slash,
+    ``.../jsonrpc.php``, ``.../index.php``, Kanboard under a sub-path (``https://x/kanboard``) and
+    a pasted board URL with a query string. User info in the URL is dropped: credentials come
+    from :class:`Credentials` only, so they never show up in logs or error messages via the URL.
+    """
+    text = url.strip()
+    if not text:
+        raise ValueError("empty Kanboard URL")
+    if "://" not in text:
+        text = "https://" + text
+    try:
+        parsed = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"invalid Kanboard URL: {exc}") from None
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"Kanboard URL must be http or https, not {parsed.scheme!r}")
+    if not parsed.host:
+        raise ValueError("Kanboard URL has no host")
+    path = re.sub(r"/{2,}", "/", parsed.path).rstrip("/")
+    last = path.rsplit("/", 1)[-1]
+    if last.endswith(".php"):
+        path = path[: len(path) - len(last)].rstrip("/")
+    return str(
+        httpx.URL(
+            scheme=parsed.scheme, host=parsed.host, port=parsed.port, path=path + "/jsonrpc.php"
+        )
+    )
+
+
+def is_idempotent(method: str) -> bool:
+    """Whether re-sending ``method`` is harmless: Kanboard's readers are all get*/download*."""
+    return method.startswith(("get", "download"))
+
+
+def _ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
+    if isinstance(verify, str):
+        if os.path.isdir(verify):
+            return ssl.create_default_context(capath=verify)
+        return ssl.create_default_context(cafile=verify)
+    return verify
+
+
+def _id_key(value: Any) -> str:
+    return str(value)
+
+
+def _retryable(exc: KanboardError) -> bool:
+    if isinstance(exc, TransportError):
+        return True
+    if isinstance(exc, ServerError):
+        code = exc.status_code
+        return code is None or code >= 500 or code in (408, 429)
+    return False
+
+
+class _Redactor:
+    """Removes the secret from any text that could reach a message (defence in depth)."""
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret
+
+    def __call__(self, text: str) -> str:
+        if self._secret and self._secret in text:
+            text = text.replace(self._secret, "***")
+        return text
+
+
+class RpcTransport:
+    """Sends JSON-RPC calls, batches and base64 transfers; maps every failure to errors.py.
+
+    Retries (exponential backoff with jitter) happen here and only for idempotent methods:
+    a create* or remove* is sent exactly once, whatever happens.
+    """
+
+    #: Slowest average transfer rate tolerated before the hard deadline fires (bytes/s).
+    MIN_TRANSFER_RATE = 64 * 1024
+    #: First retry delay in seconds; doubles per attempt, with +-50% jitter.
+    BACKOFF_BASE = 0.2
+    BACKOFF_MAX = 5.0
+
+    def __init__(
+        self,
+        endpoint: str,
+        username: str,
+        secret: str,
+        *,
+        timeout: float,
+        retries: int,
+        verify: bool | str,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.retries = max(0, retries)
+        self._redact = _Redactor(secret)
+        self._ids = itertools.count(1)
+        self._http_requests = 0
+        self._calls: Counter[str] = Counter()
+        kwargs: dict[str, Any] = {}
+        if transport is not None:
+            kwargs["transport"] = transport
+        else:
+            kwargs["verify"] = _ssl_context(verify)
+            kwargs["limits"] = httpx.Limits(
+                max_connections=16, max_keepalive_connections=8, keepalive_expiry=30.0
+            )
+        self._client = httpx.AsyncClient(
+            auth=httpx.BasicAuth(username, secret),
+            timeout=httpx.Timeout(timeout),
+            headers={"User-Agent": "kbfs/0.1"},
+            follow_redirects=False,
+            **kwargs,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # ---------------------------------------------------------------------------- statistics
+
+    @property
+    def http_requests(self) -> int:
+        return self._http_requests
+
+    def call_counts(self) -> dict[str, int]:
+        return dict(self._calls)
+
+    # ---------------------------------------------------------------------------- helpers
+
+    def _hard_deadline(self, extra_bytes: int = 0) -> float:
+        """A bound on a whole exchange, on top of httpx's per-phase timeouts."""
+        return self.timeout * 2 + 1.0 + extra_bytes / self.MIN_TRANSFER_RATE
+
+    def _envelope(self, method: str, params: Params, rid: int) -> dict[str, Any]:
+        env: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": rid}
+        if params is not None:
+            env["params"] = params
+        return env
+
+    def _map_httpx(self, exc: httpx.HTTPError, label: str) -> KanboardError:
+        """The most specific client error for an httpx failure (cf. map_httpcore_exceptions)."""
+        detail = self._redact(str(exc) or type(exc).__name__)
+        if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+            return RequestTimeout(f"timed out connecting: {detail}", method=label)
+        if isinstance(exc, httpx.TimeoutException):
+            return RequestTimeout(
+                f"timed out waiting for the server: {detail}", method=label, request_sent=True
+            )
+        if isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol | httpx.ProxyError):
+            return TransportError(f"cannot connect: {detail}", method=label)
+        if isinstance(exc, httpx.DecodingError):
+            return ServerError(f"undecodable response: {detail}", method=label)
+        return TransportError(f"connection failed: {detail}", method=label, request_sent=True)
+
+    def _check_status(self, label: str, response: httpx.Response, body: bytes) -> None:
+        status = response.status_code
+        if status == 401:
+            raise AuthenticationError("HTTP 401: credentials refused", method=label)
+        if status == 403:
+            raise PermissionDenied("HTTP 403: forbidden", method=label)
+        if 200 <= status < 300:
+            return
+        if 300 <= status < 400:
+            where = self._redact(response.headers.get("location", "?"))[:200]
+            raise ServerError(
+                f"HTTP {status} redirect to {where}; use that URL", method=label, status_code=status
+            )
+        reason = response.reason_phrase or ""
+        err = ServerError(f"HTTP {status} {reason}".rstrip(), method=label, status_code=status)
+        retry_after = response.headers.get("retry-after", "")
+        err.retry_after = float(retry_after) if retry_after.isdigit() else None
+        raise err
+
+    def _parse_json(self, label: str, body: bytes) -> Any:
+        if not body.strip():
+            raise ServerError("empty response body", method=label)
+        try:
+            return json.loads(body)
+        except ValueError:
+            head = body.lstrip()[:200].decode("utf-8", "replace")
+            if head.startswith("<") or "<b>" in head or "<html" in head.lower():
+                m = re.search(r"<title>(.*?)</title>", head, re.I | re.S)
+                hint = f" ({self._redact(m.group(1).strip())[:80]})" if m else ""
+                raise ServerError(f"an HTML page instead of JSON{hint}", method=label) from None
+            raise ServerError("the response is not JSON", method=label) from None
+
+    def _error_from_object(self, label: str, err: Any) -> KanboardError:
+        if not isinstance(err, dict):
+            return ProtocolError("malformed JSON-RPC error member", method=label)
+        code_raw = err.get("code")
+        try:
+            code = int(code_raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            code = 0
+        message = self._redact(str(err.get("message", "")))[:300]
+        if code == 401:
+            return AuthenticationError("credentials refused", method=label)
+        if code == 403:
+            return PermissionDenied("forbidden", method=label)
+        data = err.get("data")
+        if isinstance(data, str):
+            data = self._redact(data)[:300]
+        return RpcError(code, message, data, method=label)
+
+    def unwrap(self, label: str, envelope: Any, rid: int) -> Any:
+        """The ``result`` of one JSON-RPC response object, or the error it carries, raised."""
+        if not isinstance(envelope, dict):
+            raise ProtocolError("the response is not a JSON-RPC object", method=label)
+        if "error" in envelope and envelope["error"] is not None:
+            raise self._error_from_object(label, envelope["error"])
+        if "result" not in envelope:
+            raise ProtocolError("the response has neither result nor error", method=label)
+        if "id" not in envelope or _id_key(envelope["id"]) != _id_key(rid):
+            raise ProtocolError(
+                f"response id {envelope.get('id')!r:.20} does not match request id {rid}",
+                method=label,
+            )
+        return envelope["result"]
+
+    async def _read_capped(self, response: httpx.Response, label: str, limit: int) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        async for chunk in response.aiter_bytes():
+            total += len(chunk)
+            if total > limit:
+                raise ServerError(f"response larger than {limit} bytes", method=label)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def _with_retries(
+        self,
+        label: str,
+        idempotent: bool,
+        attempt: Callable[[], Awaitable[T]],
+        before_retry: Callable[[], bool] | None = None,
+    ) -> T:
+        attempts = 1 + (self.retries if idempotent else 0)
+        n = 0
+        while True:
+            try:
+                return await attempt()
+            except (TransportError, ServerError) as exc:
+                n += 1
+                if n >= attempts or not _retryable(exc):
+                    raise
+                if before_retry is not None and not before_retry():
+                    raise
+                delay = min(self.BACKOFF_MAX, self.BACKOFF_BASE * 2 ** (n - 1))
+                delay *= random.uniform(0.5, 1.5)
+                retry_after = exc.retry_after if isinstance(exc, ServerError) else None
+                if retry_after:
+                    delay = max(delay, min(float(retry_after), 30.0))
+                log.debug(
+                    "%s failed (%s); retry %d/%d in %.2fs", label, exc, n, attempts - 1, delay
+                )
+                await trio.sleep(delay)
+
+    async def _exchange(
+        self,
+        label: str,
+        content: bytes | AsyncIterator[bytes],
+        *,
+        headers: dict[str, str],
+        deadline: float,
+        request_id: int | str,
+    ) -> bytes:
+        """POST once and return the (status-checked) body. Any failure is a KanboardError."""
+        self._http_requests += 1
+        started = time.monotonic()
+        status = 0
+        try:
+            with trio.fail_after(deadline):
+                async with self._client.stream(
+                    "POST", self.endpoint, content=content, headers=headers
+                ) as response:
+                    status = response.status_code
+                    body = await self._read_capped(response, label, MAX_BODY)
+                    self._check_status(label, response, body)
+        except trio.TooSlowError:
+            raise RequestTimeout(
+                f"no complete answer within {deadline:.0f}s", method=label, request_sent=True
+            ) from None
+        except httpx.HTTPError as exc:
+            raise self._map_httpx(exc, label) from exc
+        finally:
+            log.debug(
+                "%s id=%s -> HTTP %s in %.3fs",
+                label,
+                request_id,
+                status or "-",
+                time.monotonic() - started,
+            )
+        return body
+
+    # ---------------------------------------------------------------------------- calls
+
+    async def call(self, method: str, params: Params = None) -> Any:
+        """One JSON-RPC call; the raw result. Retried only if ``method`` is idempotent."""
+
+        async def attempt() -> Any:
+            rid = next(self._ids)
+            self._calls[method] += 1
+            body = json.dumps(self._envelope(method, params, rid), ensure_ascii=False).encode()
+            data = await self._exchange(
+                method, body, headers=_JSON_HEADERS, deadline=self._hard_deadline(), request_id=rid
+            )
+            return self.unwrap(method, self._parse_json(method, data), rid)
+
+        return await self._with_retries(method, is_idempotent(method), attempt)
+
+    async def batch(self, calls: Sequence[tuple[str, Params]]) -> list[Any | Exception]:
+        """One HTTP request carrying many calls; per-call results or exception instances.
+
+        Kanboard aborts the whole batch on any 401/403 (a single error object instead of an
+        array): that is raised as AuthenticationError / PermissionDenied for the whole batch.
+        """
+        if not calls:
+            return []
+        methods = {m for m, _ in calls}
+        label = (
+            f"batch[{len(calls)}x{next(iter(methods))}]"
+            if len(methods) == 1
+            else (f"batch[{len(calls)} calls]")
+        )
+        idempotent = all(is_idempotent(m) for m in methods)
+
+        async def attempt() -> list[Any | Exception]:
+            ids = [next(self._ids) for _ in calls]
+            for m, _ in calls:
+                self._calls[m] += 1
+            payload = [self._envelope(m, p, rid) for (m, p), rid in zip(calls, ids, strict=True)]
+            body = json.dumps(payload, ensure_ascii=False).encode()
+            data = await self._exchange(
+                label,
+                body,
+                headers=_JSON_HEADERS,
+                deadline=self._hard_deadline(),
+                request_id=f"{ids[0]}..{ids[-1]}",
+            )
+            parsed = self._parse_json(label, data)
+            if isinstance(parsed, dict):
+                if parsed.get("error") is not None:
+                    raise self._error_from_object(label, parsed["error"])
+                raise ProtocolError("a batch was answered with a single object", method=label)
+            if not isinstance(parsed, list):
+                raise ProtocolError("a batch was not answered with an array", method=label)
+            by_id: dict[str, Any] = {}
+            for item in parsed:
+                if isinstance(item, dict) and item.get("id") is not None:
+                    by_id.setdefault(_id_key(item["id"]), item)
+            results: list[Any | Exception] = []
+            for (m, _), rid in zip(calls, ids, strict=True):
+                item = by_id.get(_id_key(rid))
+                if item is None:
+                    results.append(ProtocolError("no answer for this call in the batch", method=m))
+                    continue
+                try:
+                    results.append(self.unwrap(m, item, rid))
+                except KanboardError as exc:
+                    results.append(exc)
+            return results
+
+        return await self._with_retries(label, idempotent, attempt)
+
+    # ---------------------------------------------------------------------------- transfers
+
+    async def download(self, method: str, params: Params, sink: BinaryIO) -> int:
+        """Call a download* procedure and stream the decoded file into ``sink``.
+
+        The base64 result is decoded as it arrives (see b64stream); memory stays around
+        FLUSH_SIZE plus one network chunk. Retried like any read, after rewinding ``sink`` to
+        where it started (impossible for a non-seekable sink that already got bytes: then the
+        first error is raised). On error, ``sink`` may hold a partial file: discard it.
+        """
+        try:
+            origin: int | None = sink.tell() if sink.seekable() else None
+        except (OSError, AttributeError, ValueError):
+            origin = None
+        written = [0]
+
+        def rewind() -> bool:
+            if not written[0]:
+                return True
+            if origin is None:
+                return False
+            sink.seek(origin)
+            sink.truncate()
+            written[0] = 0
+            return True
+
+        async def attempt() -> int:
+            rid = next(self._ids)
+            self._calls[method] += 1
+            self._http_requests += 1
+            body = json.dumps(self._envelope(method, params, rid), ensure_ascii=False).encode()
+            started = time.monotonic()
+            with trio.CancelScope(deadline=trio.current_time() + self._hard_deadline()) as scope:
+                try:
+                    total = await self._download_attempt(method, body, rid, sink, scope, written)
+                except httpx.HTTPError as exc:
+                    raise self._map_httpx(exc, method) from exc
+                except Base64FormatError as exc:
+                    raise ProtocolError(f"bad file data: {exc}", method=method) from None
+                finally:
+                    log.debug(
+                        "%s id=%s streamed %d bytes in %.3fs",
+                        method,
+                        rid,
+                        written[0],
+                        time.monotonic() - started,
+                    )
+            if scope.cancelled_caught:
+                raise RequestTimeout(
+                    "the download did not complete in time", method=method, request_sent=True
+                )
+            return total
+
+        return await self._with_retries(method, True, attempt, before_retry=rewind)
+
+    async def _download_attempt(
+        self,
+        method: str,
+        body: bytes,
+        rid: int,
+        sink: BinaryIO,
+        scope: trio.CancelScope,
+        written: list[int],
+    ) -> int:
+        out = bytearray()
+
+        async def flush() -> None:
+            if out:
+                data = bytes(out)
+                out.clear()
+                await trio.to_thread.run_sync(sink.write, data)
+                written[0] += len(data)
+
+        async with self._client.stream(
+            "POST", self.endpoint, content=body, headers=_JSON_HEADERS
+        ) as response:
+            if not 200 <= response.status_code < 300:
+                data = await self._read_capped(response, method, MAX_BODY)
+                self._check_status(method, response, data)
+            head = bytearray()
+            whole = False  # not {"result":"..."}: buffer the (small) document and parse it
+            decoder: JsonBase64Decoder | None = None
+            async for chunk in response.aiter_bytes():
+                scope.deadline += len(chunk) / self.MIN_TRANSFER_RATE
+                if decoder is None:
+                    head += chunk
+                    if whole:
+                        if len(head) > MAX_BODY:
+                            raise ServerError("response too large", method=method)
+                        continue
+                    try:
+                        start = find_result_string(bytes(head))
+                    except NotStreamable:
+                        whole = True
+                        continue
+                    if start is None:
+                        if len(head) > HEAD_LIMIT:
+                            whole = True
+                        continue
+                    chunk = bytes(head[start:])
+                    del head[start:]
+                    decoder = JsonBase64Decoder()
+                out += decoder.feed(chunk)
+                if len(out) >= FLUSH_SIZE:
+                    await flush()
+
+        if decoder is None:
+            # An error object, false/null/"" or an odd but valid document: parse it whole.
+            result = self.unwrap(method, self._parse_json(method, bytes(head)), rid)
+            if result in ("", False, None):
+                raise EmptyDownload(
+                    "no file data (missing, not allowed or storage error)", method=method
+                )
+            if not isinstance(result, str):
+                raise ProtocolError("download result is not a string", method=method)
+            out += decode_whole(result)
+            await flush()
+            return written[0]
+        if not decoder.done:
+            raise ServerError("the response ended inside the file data", method=method)
+        out += decoder.finish()
+        envelope = self._parse_json(method, bytes(head) + b'"' + decoder.tail)
+        self.unwrap(method, envelope, rid)
+        if decoder.base64_chars == 0:
+            raise EmptyDownload(
+                "no file data (missing, not allowed or storage error)", method=method
+            )
+        await flush()
+        return written[0]
+
+    async def upload(self, method: str, params: dict[str, Any], source: BinaryIO, size: int) -> Any:
+        """Call a create* procedure with ``blob`` streamed from ``source``; the raw result.
+
+        The body is ``{..."params":{...,"blob":"<base64>"}}`` generated chunk by chunk, with a
+        Content-Length computed in advance (no chunked encoding). Never retried: if the answer
+        is lost the file may exist, so TransportError(request_sent=True) is raised instead.
+        """
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        rid = next(self._ids)
+        self._calls[method] += 1
+        params_json = json.dumps(params, ensure_ascii=False, separators=(",", ":"))
+        try:
+            prefix = (
+                f'{{"jsonrpc":"2.0","method":{json.dumps(method)},"id":{rid},'
+                f'"params":{params_json[:-1]},"blob":"'
+            ).encode()
+        except UnicodeEncodeError:
+            raise Rejected("the filename is not valid UTF-8", method=method) from None
+        suffix = b'"}}'
+        length = len(prefix) + encoded_length(size) + len(suffix)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield prefix
+            for step in iter_base64(source, size):
+                try:
+                    piece = await trio.to_thread.run_sync(step)
+                except EOFError as exc:
+                    raise SourceError(str(exc), method=method) from None
+                except OSError as exc:
+                    raise SourceError(f"reading the source failed: {exc}", method=method) from exc
+                yield piece
+            yield suffix
+
+        headers = {**_JSON_HEADERS, "Content-Length": str(length)}
+        data = await self._exchange(
+            method, body(), headers=headers, deadline=self._hard_deadline(length), request_id=rid
+        )
+        return self.unwrap(method, self._parse_json(method, data), rid)

@@ -1,0 +1,103 @@
+"""Fault injection and call statistics for the devserver (DESIGN-GUIDE §6, HTTP level).
+
+A fault rule says "the next N calls of method M (or of any method, ``*``) get fault K".  Rules are
+consumed in the order they were added.  Statistics count HTTP requests to ``/jsonrpc.php`` and
+JSON-RPC calls per method, so tests can assert how many round trips the client made.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FAULT_KINDS", "HTTP_FAULTS", "RESULT_FAULTS", "Fault", "FaultPlan", "Stats"]
+
+#: Faults that replace the whole HTTP answer (the call is not executed, except ``truncated``).
+HTTP_FAULTS = frozenset({"http500", "html", "drop", "garbage", "truncated", "http401", "http403"})
+#: Faults that replace only the faulted call's result inside a normal answer.
+RESULT_FAULTS = frozenset({"false", "empty", "rpc_error"})
+FAULT_KINDS = HTTP_FAULTS | RESULT_FAULTS | {"delay"}
+
+
+@dataclass
+class Fault:
+    """One rule: ``count`` more calls of ``method`` get ``kind`` (``delay`` seconds for delay)."""
+
+    method: str
+    kind: str
+    count: int
+    delay: float = 0.0
+
+
+class FaultPlan:
+    """Thread-safe list of pending fault rules."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[Fault] = []
+
+    def add(self, method: str, kind: str, count: int = 1, delay: float | None = None) -> Fault:
+        """Queue a rule; raises ValueError for an unknown kind or a bad count."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        if kind == "delay" and (delay is None or delay < 0):
+            raise ValueError("a delay fault needs a non-negative 'delay'")
+        rule = Fault(method, kind, int(count), float(delay or 0.0))
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        """Drop every pending rule."""
+        with self._lock:
+            self._rules.clear()
+
+    def take(self, method: str) -> Fault | None:
+        """Consume one use of the first rule matching ``method`` (or ``*``)."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.method in (method, "*"):
+                    rule.count -= 1
+                    if rule.count <= 0:
+                        self._rules.remove(rule)
+                    return rule
+        return None
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The rules still queued, for the control endpoint."""
+        with self._lock:
+            return [vars(r).copy() for r in self._rules]
+
+
+class Stats:
+    """Counters exposed at ``GET /_devserver/stats``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.http_requests = 0
+        self.calls: Counter[str] = Counter()
+
+    def count_request(self) -> None:
+        """One HTTP request reached ``/jsonrpc.php``."""
+        with self._lock:
+            self.http_requests += 1
+
+    def count_call(self, method: str) -> None:
+        """One JSON-RPC call (a batch item counts once)."""
+        with self._lock:
+            self.calls[method] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"http_requests": N, "calls": {method: count}}``."""
+        with self._lock:
+            return {"http_requests": self.http_requests, "calls": dict(self.calls)}
+
+    def reset(self) -> None:
+        """Zero both counters."""
+        with self._lock:
+            self.http_requests = 0
+            self.calls.clear()

@@ -1,0 +1,109 @@
+"""Filesystem-level errors and the one table that turns any error into an errno.
+
+The client raises its own tree (``kbfs.client.errors``) and knows nothing about errno; the
+filesystem raises ``FsError`` subclasses for conditions it detects itself. ``to_errno`` is the
+only place where either becomes a number the kernel sees, so every mapping decision is here::
+
+    FsError(errno)                 raised by vfs for local conditions (ENOENT, EPERM, ...)
+    client AuthenticationError     EACCES   (credentials refused mid-session)
+    client PermissionDenied        EACCES   (project role forbids it)
+    client NotFound / EmptyDownload ENOENT
+    client Rejected                EIO      (create*File answered false)
+    client TransportError/Timeout  EIO      (server unreachable; bounded by the timeout)
+    client ServerError/Protocol/Rpc EIO
+    anything else                  EIO      (and a traceback in the log)
+"""
+
+from __future__ import annotations
+
+import errno
+
+from kbfs.client import errors as ce
+
+
+class FsError(Exception):
+    """An error with a definite errno, raised by the filesystem layers."""
+
+    errno: int = errno.EIO
+
+    def __init__(self, message: str = "", err: int | None = None) -> None:
+        super().__init__(message or errno.errorcode.get(err or self.errno, "error"))
+        if err is not None:
+            self.errno = err
+
+
+class NoEntry(FsError):
+    errno = errno.ENOENT
+
+
+class NotPermitted(FsError):
+    """Structural directories and other things Kanboard's API cannot change."""
+
+    errno = errno.EPERM
+
+
+class AccessDenied(FsError):
+    errno = errno.EACCES
+
+
+class NameTooLong(FsError):
+    errno = errno.ENAMETOOLONG
+
+
+class Exists(FsError):
+    errno = errno.EEXIST
+
+
+class IsADirectory(FsError):
+    errno = errno.EISDIR
+
+
+class NotADirectory(FsError):
+    errno = errno.ENOTDIR
+
+
+class NotEmpty(FsError):
+    errno = errno.ENOTEMPTY
+
+
+class InvalidArgument(FsError):
+    errno = errno.EINVAL
+
+
+class ContentUnstorable(FsError):
+    """Content Kanboard cannot hold (exactly the byte "0"): refused before any upload."""
+
+    errno = errno.EINVAL
+
+
+class UploadFailed(FsError):
+    """An upload failed; the bytes stay in the spool. errno comes from the cause."""
+
+
+_CLIENT_ERRNO: list[tuple[type[BaseException], int]] = [
+    (ce.AuthenticationError, errno.EACCES),
+    (ce.PermissionDenied, errno.EACCES),
+    (ce.NotFound, errno.ENOENT),
+    (ce.Rejected, errno.EIO),
+    (ce.TransportError, errno.EIO),
+    (ce.ServerError, errno.EIO),
+    (ce.ProtocolError, errno.EIO),
+    (ce.RpcError, errno.EIO),
+]
+
+
+def to_errno(exc: BaseException) -> int:
+    """The errno the kernel should see for ``exc``."""
+    if isinstance(exc, FsError):
+        return exc.errno
+    for cls, number in _CLIENT_ERRNO:
+        if isinstance(exc, cls):
+            return number
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    return errno.EIO
+
+
+def is_expected(exc: BaseException) -> bool:
+    """Whether ``exc`` is a known condition (logged briefly) rather than a bug (traceback)."""
+    return isinstance(exc, FsError | ce.KanboardError)

@@ -1,0 +1,121 @@
+"""Local content that has not reached the server yet.
+
+Kanboard takes a file only whole (create*File), so everything written to the mount lands here
+first: one data file per pending file, plus a small JSON record of what it is for (server,
+container, name, the file it replaces). Both live under the state directory (mode 0700, files
+0600) and are named by a serial number, never by the user's or the server's file name.
+
+A pending file is *dirty* while it holds content the server does not have. An upload that fails
+leaves it dirty and on disk: the bytes are never deleted because an upload failed.
+
+Concurrency: a pending file's ``lock`` is held for a whole upload, and writers take it too, so
+an upload always sends one consistent snapshot of the content.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from kbfs.client.models import Container, FileRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class PendingFile:
+    serial: str
+    path: Path
+    meta_path: Path
+    version: int = 0  # bumped by every change
+    uploaded_version: int = -1  # the version the server has, if any
+    mtime_ns: int = field(default_factory=time.time_ns)
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    last_error: str | None = None
+
+    @property
+    def dirty(self) -> bool:
+        return self.version != self.uploaded_version
+
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def touch(self) -> None:
+        self.version += 1
+        self.mtime_ns = time.time_ns()
+
+
+class Spool:
+    """Creates, describes and discards pending files under ``root``."""
+
+    def __init__(self, root: Path, server: str) -> None:
+        self.root = root
+        self.server = server
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(root, 0o700)
+        self._serial = 0
+
+    def _next_serial(self) -> str:
+        self._serial += 1
+        return f"{time.time_ns():x}-{os.getpid()}-{self._serial}"
+
+    def create(
+        self,
+        container: Container,
+        name: str,
+        replaces: FileRecord | None,
+        initial: Path | None = None,
+    ) -> PendingFile:
+        """A new pending file, empty or holding a copy of ``initial``."""
+        serial = self._next_serial()
+        path = self.root / f"{serial}.data"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        if initial is not None:
+            shutil.copyfile(initial, path)
+        pending = PendingFile(serial=serial, path=path, meta_path=self.root / f"{serial}.json")
+        self.describe(pending, container, name, replaces)
+        return pending
+
+    def describe(
+        self, pending: PendingFile, container: Container, name: str, replaces: FileRecord | None
+    ) -> None:
+        """(Re)write what a pending file is for, so its bytes can be identified later."""
+        record = {
+            "server": self.server,
+            "project_id": container.project_id,
+            "task_id": container.task_id,
+            "name": name,
+            "replaces_file_id": replaces.id if replaces else None,
+            "replaces_etag": replaces.etag if replaces else None,
+            "created": time.time(),
+            "last_error": pending.last_error,
+        }
+        tmp = pending.meta_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, pending.meta_path)
+
+    def discard(self, pending: PendingFile) -> None:
+        pending.path.unlink(missing_ok=True)
+        pending.meta_path.unlink(missing_ok=True)
+
+    def release_data(self, pending: PendingFile) -> Path:
+        """Forget the record of a pending file whose content the server now has.
+
+        Returns the data file so the caller can move it into the content cache.
+        """
+        pending.meta_path.unlink(missing_ok=True)
+        return pending.path
+
+    def leftovers(self) -> list[Path]:
+        """Data files present in the spool (pending uploads from this or an earlier mount)."""
+        return sorted(self.root.glob("*.data"))

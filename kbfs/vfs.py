@@ -1,0 +1,961 @@
+"""The filesystem's logic, without pyfuse3: what each operation does against Kanboard.
+
+``fs.py`` translates kernel requests into calls of this class and its results back; everything
+that decides something lives here, so it can be driven directly by tests. SEMANTICS.md is the
+prose version of this module.
+
+Concurrency contract (trio): code between two ``await``s is atomic. Directory refreshes of one
+directory are shared (a lock per directory, freshness re-checked after acquiring it); uploads of
+one name in one directory are serialised (API-FACTS §7: same-name uploads within one second share
+a storage path); a pending file's lock is held for its whole upload and by writers.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from kbfs.client.api import KanboardClient
+from kbfs.client.errors import KanboardError, NotFound
+from kbfs.client.models import Container, FileRecord, Kind, Project, Task
+from kbfs.contentcache import ContentCache
+from kbfs.errors import (
+    AccessDenied,
+    ContentUnstorable,
+    Exists,
+    FsError,
+    InvalidArgument,
+    IsADirectory,
+    NameTooLong,
+    NoEntry,
+    NotADirectory,
+    NotPermitted,
+    UploadFailed,
+    to_errno,
+)
+from kbfs.inodes import ROOT_INO, InodeTable, Node, NodeType, file_key
+from kbfs.names import assign_names, upload_name_error
+from kbfs.spool import PendingFile, Spool
+
+log = logging.getLogger(__name__)
+
+RENAME_EXCHANGE = 2  # linux/fs.h; pyfuse3 exposes them only as module attributes
+RENAME_NOREPLACE = 1
+
+READ_ONLY_ROLES = frozenset({"project-viewer"})
+
+
+@dataclass(frozen=True)
+class VfsConfig:
+    uid: int
+    gid: int
+    umask: int = 0o022
+    dir_ttl: float = 5.0
+    read_only: bool = False
+    user_id: int | None = None  # set under user auth: project roles decide writability
+    upload_drain_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Attr:
+    ino: int
+    mode: int
+    nlink: int
+    size: int
+    uid: int
+    gid: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+@dataclass(eq=False)
+class Handle:
+    fh: int
+    node: Node
+    fd: int
+    writable: bool
+    pinned: os.PathLike[str] | None = None
+    keep_cache: bool = False
+
+
+@dataclass(eq=False)
+class _Listing:
+    """A cached server listing with its fetch time and a lock that shares refreshes."""
+
+    fetched_at: float = -1e18
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+
+@dataclass(eq=False)
+class _ContainerDir(_Listing):
+    records: dict[int, FileRecord] = field(default_factory=dict)
+    entries: dict[str, int] = field(default_factory=dict)  # from the server listing
+    local: dict[str, int] = field(default_factory=dict)  # files that exist only here
+
+
+@dataclass(eq=False)
+class _TaskList(_Listing):
+    tasks: dict[int, Task] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _ProjectList(_Listing):
+    projects: dict[int, Project] = field(default_factory=dict)
+    read_only: set[int] = field(default_factory=set)
+
+
+@dataclass
+class VfsStats:
+    uploads: int = 0
+    upload_failures: int = 0
+    removals: int = 0
+    listings: int = 0
+
+
+class Vfs:
+    """Kanboard attachments as a tree of nodes. See the module docstring."""
+
+    def __init__(
+        self,
+        client: KanboardClient,
+        config: VfsConfig,
+        content: ContentCache,
+        spool: Spool,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.content = content
+        self.spool = spool
+        self.clock = clock
+        self.inodes = InodeTable()
+        self.stats = VfsStats()
+        self.mounted_ns = time.time_ns()
+        self._projects = _ProjectList()
+        self._tasks: dict[int, _TaskList] = {}
+        self._dirs: dict[Container, _ContainerDir] = {}
+        self._handles: dict[int, Handle] = {}
+        self._dir_handles: dict[int, list[tuple[str, Node]]] = {}
+        self._next_fh = 1
+        self._name_locks: dict[tuple[Container, str], trio.Lock] = {}
+        self._uploads_in_flight = 0
+        self._uploads_idle = trio.Event()
+        self._uploads_idle.set()
+        self._provisional: dict[tuple[Kind, int], int] = {}
+        self.projects_node = self.inodes.ensure(
+            ("projects",), NodeType.PROJECTS, name="projects", parent=ROOT_INO
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def node(self, ino: int) -> Node:
+        node = self.inodes.get(ino)
+        if node is None:
+            raise NoEntry(f"no inode {ino}")
+        return node
+
+    def _fresh(self, listing: _Listing) -> bool:
+        return self.clock() - listing.fetched_at < self.config.dir_ttl
+
+    def _dir_state(self, node: Node) -> _ContainerDir:
+        container = node.container
+        state = self._dirs.get(container)
+        if state is None:
+            state = self._dirs[container] = _ContainerDir()
+        return state
+
+    def _is_read_only(self, project_id: int | None) -> bool:
+        if self.config.read_only:
+            return True
+        return project_id is not None and project_id in self._projects.read_only
+
+    def _check_writable(self, node: Node) -> None:
+        if self._is_read_only(node.project_id):
+            raise AccessDenied(f"project {node.project_id} is read-only for this user")
+
+    def path_of(self, node: Node) -> str:
+        """A readable path for log lines."""
+        parts: list[str] = []
+        seen = 0
+        current: Node | None = node
+        while current is not None and current.ino != ROOT_INO and seen < 16:
+            parts.append(current.name)
+            current = self.inodes.get(current.parent)
+            seen += 1
+        return "/" + "/".join(reversed(parts))
+
+    # ------------------------------------------------------------------ listings
+
+    async def _refresh_projects(self, force: bool = False) -> None:
+        listing = self._projects
+        if not force and self._fresh(listing):
+            return
+        async with listing.lock:
+            if not force and self._fresh(listing):
+                return
+            projects = await self.client.get_projects()
+            read_only: set[int] = set()
+            if self.config.user_id is not None and projects:
+                calls = [
+                    ("getProjectUserRole", {"project_id": p.id, "user_id": self.config.user_id})
+                    for p in projects
+                ]
+                try:
+                    roles = await self.client.batch(calls)
+                except KanboardError as exc:
+                    log.warning("could not read project roles (%s); assuming writable", exc)
+                    roles = []
+                for project, role in zip(projects, roles, strict=False):
+                    if isinstance(role, str) and role in READ_ONLY_ROLES:
+                        read_only.add(project.id)
+            self.stats.listings += 1
+            listing.projects = {p.id: p for p in projects}
+            listing.read_only = read_only
+            listing.fetched_at = self.clock()
+            for project in projects:
+                self._project_node(project.id)
+
+    def _project_node(self, project_id: int) -> Node:
+        return self.inodes.ensure(
+            ("project", project_id),
+            NodeType.PROJECT,
+            name=str(project_id),
+            parent=self.projects_node.ino,
+            project_id=project_id,
+        )
+
+    async def _refresh_tasks(self, project_id: int, force: bool = False) -> _TaskList:
+        listing = self._tasks.setdefault(project_id, _TaskList())
+        if not force and self._fresh(listing):
+            return listing
+        async with listing.lock:
+            if not force and self._fresh(listing):
+                return listing
+            tasks = await self.client.get_all_tasks_any_status(project_id)
+            self.stats.listings += 1
+            listing.tasks = {t.id: t for t in tasks if t.project_id == project_id}
+            listing.fetched_at = self.clock()
+        return listing
+
+    def _task_node(self, project_id: int, task_id: int) -> Node:
+        tasks_dir = self._tasks_dir_node(project_id)
+        return self.inodes.ensure(
+            ("task", project_id, task_id),
+            NodeType.TASK,
+            name=str(task_id),
+            parent=tasks_dir.ino,
+            project_id=project_id,
+            task_id=task_id,
+        )
+
+    def _files_dir_node(self, project_id: int) -> Node:
+        return self.inodes.ensure(
+            ("files", project_id),
+            NodeType.PROJECT_FILES,
+            name="files",
+            parent=self._project_node(project_id).ino,
+            project_id=project_id,
+        )
+
+    def _tasks_dir_node(self, project_id: int) -> Node:
+        return self.inodes.ensure(
+            ("tasks", project_id),
+            NodeType.TASKS,
+            name="tasks",
+            parent=self._project_node(project_id).ino,
+            project_id=project_id,
+        )
+
+    async def _refresh_dir(self, dir_node: Node, force: bool = False) -> _ContainerDir:
+        state = self._dir_state(dir_node)
+        if not force and self._fresh(state):
+            return state
+        async with state.lock:
+            if not force and self._fresh(state):
+                return state
+            records = await self.client.list_files(dir_node.container)
+            self.stats.listings += 1
+            state.records = {r.id: r for r in records}
+            state.fetched_at = self.clock()
+            self._apply_records(dir_node, state)
+        return state
+
+    def _apply_records(self, dir_node: Node, state: _ContainerDir) -> None:
+        """Rebuild a directory's entries from its server records (see kbfs.names)."""
+        named = assign_names((r.id, r.name, r) for r in state.records.values())
+        entries: dict[str, int] = {}
+        for name, record in named.items():
+            node = self._node_for_record(dir_node, record)
+            node.name = name
+            node.linked = True
+            entries[name] = node.ino
+        kept = set(entries.values())
+        for ino in state.entries.values():
+            if ino in kept:
+                continue
+            gone = self.inodes.get(ino)
+            if gone is None:
+                continue
+            if gone.pending is not None:
+                # Deleted on the server while it holds unsaved local content: keep it as a
+                # new local file so the bytes stay visible and get uploaded.
+                gone.record = None
+                state.local.setdefault(gone.name, gone.ino)
+            else:
+                gone.linked = False
+        state.entries = entries
+
+    def _node_for_record(self, dir_node: Node, record: FileRecord) -> Node:
+        provisional = self._provisional.pop((record.kind, record.id), None)
+        if provisional is not None:
+            node = self.inodes.get(provisional)
+            if node is not None and self.inodes.by_key(file_key(record)) is None:
+                self.inodes.rekey(node, file_key(record))
+                node.record = record
+        return self.inodes.ensure(
+            file_key(record),
+            NodeType.FILE,
+            name=record.name,
+            parent=dir_node.ino,
+            project_id=dir_node.project_id,
+            task_id=dir_node.task_id,
+            record=record,
+        )
+
+    def _view(self, state: _ContainerDir) -> dict[str, int]:
+        view = dict(state.entries)
+        view.update(state.local)
+        return view
+
+    # ------------------------------------------------------------------ namespace ops
+
+    async def lookup(self, parent_ino: int, name: str) -> Node:
+        parent = self.node(parent_ino)
+        kind = parent.type
+        if kind is NodeType.FILE:
+            raise NotADirectory()
+        if name == ".":
+            return parent
+        if name == "..":
+            return self.node(parent.parent)
+        if kind is NodeType.ROOT:
+            if name == "projects":
+                return self.projects_node
+            raise NoEntry()
+        if kind is NodeType.PROJECTS:
+            project_id = _parse_id(name)
+            await self._refresh_projects()
+            if project_id is None or project_id not in self._projects.projects:
+                raise NoEntry()
+            return self._project_node(project_id)
+        assert parent.project_id is not None
+        if kind is NodeType.PROJECT:
+            if name == "files":
+                return self._files_dir_node(parent.project_id)
+            if name == "tasks":
+                return self._tasks_dir_node(parent.project_id)
+            raise NoEntry()
+        if kind is NodeType.TASKS:
+            task_id = _parse_id(name)
+            listing = await self._refresh_tasks(parent.project_id)
+            if task_id is None or task_id not in listing.tasks:
+                raise NoEntry()
+            return self._task_node(parent.project_id, task_id)
+        state = await self._refresh_dir(parent)
+        ino = self._view(state).get(name)
+        if ino is None:
+            raise NoEntry()
+        return self.node(ino)
+
+    async def list_dir(self, ino: int) -> list[tuple[str, Node]]:
+        """The entries of a directory, fetched if the cached listing is stale."""
+        node = self.node(ino)
+        if node.type is NodeType.FILE:
+            raise NotADirectory()
+        if node.type is NodeType.ROOT:
+            return [("projects", self.projects_node)]
+        if node.type is NodeType.PROJECTS:
+            await self._refresh_projects()
+            return [(str(pid), self._project_node(pid)) for pid in self._projects.projects]
+        assert node.project_id is not None
+        if node.type is NodeType.PROJECT:
+            return [
+                ("files", self._files_dir_node(node.project_id)),
+                ("tasks", self._tasks_dir_node(node.project_id)),
+            ]
+        if node.type is NodeType.TASKS:
+            listing = await self._refresh_tasks(node.project_id)
+            return [(str(tid), self._task_node(node.project_id, tid)) for tid in listing.tasks]
+        state = await self._refresh_dir(node)
+        return [(name, self.node(i)) for name, i in self._view(state).items()]
+
+    async def opendir(self, ino: int) -> int:
+        entries = await self.list_dir(ino)
+        entries.sort(key=lambda e: e[1].ino)
+        fh = self._alloc_fh()
+        self._dir_handles[fh] = entries
+        return fh
+
+    def dir_entries(self, fh: int) -> list[tuple[str, Node]]:
+        return self._dir_handles[fh]
+
+    def releasedir(self, fh: int) -> None:
+        self._dir_handles.pop(fh, None)
+
+    def getattr(self, ino: int) -> Attr:
+        return self.attr(self.node(ino))
+
+    def attr(self, node: Node) -> Attr:
+        cfg = self.config
+        if node.type.is_dir:
+            if node.type.holds_files:
+                perm = 0o777
+                if self._is_read_only(node.project_id):
+                    perm = 0o555
+            else:
+                perm = 0o555  # structural: nothing can be created here
+            mode = stat.S_IFDIR | (perm & ~cfg.umask)
+            t = self.mounted_ns
+            return Attr(node.ino, mode, 2, 0, cfg.uid, cfg.gid, t, t, t)
+        perm = 0o666 & ~cfg.umask
+        if self._is_read_only(node.project_id):
+            perm &= ~0o222
+        if node.mode_override is not None:
+            perm = node.mode_override
+        if node.pending is not None:
+            try:
+                size = node.pending.size()
+            except FileNotFoundError:
+                size = 0
+            mtime = node.pending.mtime_ns
+        elif node.record is not None:
+            size = node.record.size
+            mtime = node.record.date * 1_000_000_000
+        else:
+            size, mtime = 0, node.created_ns
+        ctime = mtime
+        if node.mtime_override_ns is not None:
+            mtime = node.mtime_override_ns
+        atime = node.atime_ns if node.atime_ns is not None else mtime
+        mode = stat.S_IFREG | (perm & 0o7777)
+        return Attr(node.ino, mode, 1, size, cfg.uid, cfg.gid, atime, mtime, ctime)
+
+    def forget(self, ino: int, count: int) -> None:
+        self.inodes.forget(ino, count)
+
+    # ------------------------------------------------------------------ file handles
+
+    def _alloc_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    def handle(self, fh: int) -> Handle:
+        handle = self._handles.get(fh)
+        if handle is None:
+            raise FsError("bad file handle", errno.EBADF)
+        return handle
+
+    def _file(self, ino: int) -> Node:
+        node = self.node(ino)
+        if node.type is not NodeType.FILE:
+            raise IsADirectory()
+        return node
+
+    async def _make_pending(self, node: Node, *, truncate: bool) -> PendingFile:
+        """Give ``node`` local content to change: copy-on-open, or empty for O_TRUNC."""
+        if node.pending is not None:
+            if truncate:
+                async with node.pending.lock:
+                    os.truncate(node.pending.path, 0)
+                    node.pending.touch()
+            return node.pending
+        initial = None
+        if not truncate and node.record is not None:
+            initial = await self.content.ensure(node.container, node.record)
+        pending = self.spool.create(node.container, node.name, node.record, initial)
+        if truncate and node.record is not None and node.record.size > 0:
+            pending.touch()  # emptying a non-empty file is a change
+        elif node.record is not None:
+            pending.uploaded_version = pending.version  # same content as the server's
+        node.pending = pending
+        return pending
+
+    async def open(self, ino: int, flags: int) -> Handle:
+        node = self._file(ino)
+        accmode = flags & os.O_ACCMODE
+        writable = accmode in (os.O_WRONLY, os.O_RDWR)
+        if writable:
+            self._check_writable(node)
+            await self._make_pending(node, truncate=bool(flags & os.O_TRUNC))
+        pinned = None
+        keep_cache = False
+        if node.pending is not None:
+            fd = os.open(node.pending.path, os.O_RDWR if writable else os.O_RDONLY)
+        elif node.record is not None:
+            path = await self.content.ensure(node.container, node.record)
+            fd = os.open(path, os.O_RDONLY)
+            self.content.pin(path)
+            pinned = path
+            keep_cache = True  # a server version's content never changes
+        else:
+            raise NoEntry("file has no content")
+        handle = Handle(self._alloc_fh(), node, fd, writable, pinned, keep_cache)
+        self._handles[handle.fh] = handle
+        node.open_handles += 1
+        return handle
+
+    async def create(self, parent_ino: int, name: str, flags: int) -> Handle:
+        parent = self.node(parent_ino)
+        if not parent.type.holds_files:
+            raise NotPermitted("files live only in files/ and tasks/<id>/ directories")
+        self._check_writable(parent)
+        problem = upload_name_error(name)
+        if problem is not None:
+            if "255" in problem:
+                raise NameTooLong(problem)
+            raise FsError(problem, errno.EILSEQ)
+        if name in (".", ".."):
+            raise InvalidArgument()
+        state = await self._refresh_dir(parent)
+        existing = self._view(state).get(name)
+        if existing is not None:
+            if flags & os.O_EXCL:
+                raise FsError("exists", errno.EEXIST)
+            return await self.open(existing, flags | os.O_TRUNC)
+        node = self.inodes.new_local(
+            name=name,
+            parent=parent.ino,
+            project_id=parent.project_id,
+            task_id=parent.task_id,
+        )
+        node.pending = self.spool.create(parent.container, name, None)
+        state.local[name] = node.ino
+        fd = os.open(node.pending.path, os.O_RDWR)
+        # Even O_RDONLY|O_CREAT gets a writable handle: its close decides the new file's fate.
+        handle = Handle(self._alloc_fh(), node, fd, True)
+        self._handles[handle.fh] = handle
+        node.open_handles += 1
+        return handle
+
+    def read(self, fh: int, offset: int, size: int) -> bytes:
+        handle = self.handle(fh)
+        return os.pread(handle.fd, size, offset)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        handle = self.handle(fh)
+        pending = handle.node.pending
+        if not handle.writable or pending is None:
+            raise FsError("not open for writing", errno.EBADF)
+        async with pending.lock:
+            written = os.pwrite(handle.fd, data, offset)
+            pending.touch()
+        return written
+
+    async def flush(self, fh: int) -> None:
+        """On every close(): upload a dirty file, and fail the close if that fails."""
+        handle = self.handle(fh)
+        node = handle.node
+        if not handle.writable or node.pending is None or not node.linked:
+            return
+        if node.pending.dirty:
+            await self.upload(node)
+
+    async def fsync(self, fh: int) -> None:
+        await self.flush(fh)
+
+    def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if handle is None:
+            return
+        os.close(handle.fd)
+        if handle.pinned is not None:
+            self.content.unpin(handle.pinned)  # type: ignore[arg-type]
+        node = handle.node
+        node.open_handles -= 1
+        if node.open_handles == 0:
+            self._settle(node)
+
+    def _settle(self, node: Node) -> None:
+        """Drop local content that is no longer needed once the last handle is closed."""
+        pending = node.pending
+        if pending is None:
+            return
+        if not node.linked:
+            self.spool.discard(pending)
+            node.pending = None
+        elif not pending.dirty and node.record is not None:
+            data = self.spool.release_data(pending)
+            self.content.adopt(node.record, data)
+            node.pending = None
+
+    # ------------------------------------------------------------------ uploads
+
+    def _name_lock(self, container: Container, name: str) -> trio.Lock:
+        key = (container, name)
+        lock = self._name_locks.get(key)
+        if lock is None:
+            lock = self._name_locks[key] = trio.Lock()
+        return lock
+
+    async def upload(self, node: Node) -> None:
+        """Send a dirty file's content with create*File; then drop the version it replaces.
+
+        Order matters: the new file is created and confirmed (get*File) before the old one is
+        removed, so a failure at any point leaves at least one complete copy on the server.
+        On failure the bytes stay in the spool and the error propagates to close().
+        """
+        pending = node.pending
+        if pending is None:
+            return
+        container = node.container
+        server_name = node.record.name if node.record is not None else node.name
+        if self._uploads_in_flight == 0:
+            self._uploads_idle = trio.Event()
+        self._uploads_in_flight += 1
+        try:
+            async with self._name_lock(container, server_name), pending.lock:
+                if not pending.dirty:
+                    return
+                size = pending.size()
+                if size == 0:
+                    log.info("%s is empty: kept in this mount only", self.path_of(node))
+                    return
+                if size == 1 and pending.path.read_bytes() == b"0":
+                    raise ContentUnstorable(
+                        "Kanboard cannot store a file whose whole content is '0'"
+                    )
+                version = pending.version
+                try:
+                    with open(pending.path, "rb") as source:
+                        new_id = await self.client.create_file(container, server_name, source, size)
+                except BaseException as exc:
+                    pending.last_error = str(exc)
+                    self.spool.describe(pending, container, server_name, node.record)
+                    raise
+                record = await self._confirm(container, new_id, server_name, size)
+                pending.uploaded_version = version
+                pending.last_error = None
+                old = node.record
+                self._attach(node, record, old)
+                self.stats.uploads += 1
+                log.info("uploaded %s (%d bytes) as file %d", self.path_of(node), size, new_id)
+                replaced = [(container, old)] if old is not None else []
+                replaced += node.stale
+                node.stale = []
+            for where, stale in replaced:
+                await self._remove_replaced(where, stale, node)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                self.stats.upload_failures += 1
+                log.error(
+                    "upload of %s failed: %s; the %d bytes are kept in %s",
+                    self.path_of(node),
+                    exc,
+                    _size_or_zero(pending),
+                    pending.path,
+                )
+                raise UploadFailed(str(exc), to_errno(exc)) from exc
+            raise
+        finally:
+            self._uploads_in_flight -= 1
+            if self._uploads_in_flight == 0:
+                self._uploads_idle.set()
+
+    async def _confirm(
+        self, container: Container, file_id: int, name: str, size: int
+    ) -> FileRecord:
+        """The new file's server record: one get*File call, never a re-listing."""
+        try:
+            record = await self.client.get_file(container, file_id)
+        except KanboardError as exc:
+            log.warning("file %d was uploaded but could not be read back: %s", file_id, exc)
+            record = FileRecord(
+                kind=container.kind,
+                id=file_id,
+                name=name,
+                size=size,
+                date=int(time.time()),
+                is_image=False,
+                path="",
+                etag=None,
+                project_id=container.project_id if container.task_id is None else None,
+                task_id=container.task_id,
+                user_id=0,
+            )
+            self._provisional[(record.kind, record.id)] = -1  # replaced with the ino below
+        if record.size != size:
+            log.warning(
+                "file %d: server reports %d bytes, %d were sent (same-second name collision?)",
+                file_id,
+                record.size,
+                size,
+            )
+        return record
+
+    def _attach(self, node: Node, record: FileRecord, old: FileRecord | None) -> None:
+        """Make ``node`` stand for the freshly uploaded ``record`` in its directory."""
+        parent = self.node(node.parent)
+        state = self._dir_state(parent)
+        if (record.kind, record.id) in self._provisional:
+            self._provisional[(record.kind, record.id)] = node.ino
+        self.inodes.rekey(node, file_key(record))
+        node.record = record
+        if old is not None:
+            state.records.pop(old.id, None)
+        state.records[record.id] = record
+        state.local.pop(node.name, None)
+        self._apply_records(parent, state)
+
+    async def _remove_replaced(self, container: Container, old: FileRecord, node: Node) -> None:
+        """Remove a server version that a confirmed upload has superseded."""
+        try:
+            await self._remove_remote(container, old)
+            self.stats.removals += 1
+        except KanboardError as exc:
+            # The new content is safely on the server; the old copy stays visible.
+            log.warning(
+                "%s was saved, but its previous version (file %d) could not be removed: %s",
+                self.path_of(node),
+                old.id,
+                exc,
+            )
+            self._dirs.get(container, _ContainerDir()).fetched_at = -1e18
+            return
+        state = self._dirs.get(container)
+        if state is not None and state.records.pop(old.id, None) is not None:
+            dir_ino = self._container_dir_ino(container)
+            self._apply_records(self.node(dir_ino), state)
+
+    def _container_dir_ino(self, container: Container) -> int:
+        if container.task_id is None:
+            return self._files_dir_node(container.project_id).ino
+        return self._task_node(container.project_id, container.task_id).ino
+
+    async def wait_uploads_idle(self, timeout: float) -> bool:
+        with trio.move_on_after(timeout):
+            await self._uploads_idle.wait()
+            return True
+        return False
+
+    # ------------------------------------------------------------------ other mutations
+
+    async def unlink(self, parent_ino: int, name: str) -> None:
+        parent = self.node(parent_ino)
+        if not parent.type.holds_files:
+            raise NotPermitted("projects and tasks cannot be removed through kbfs")
+        node = await self.lookup(parent_ino, name)
+        if node.type is not NodeType.FILE:
+            raise IsADirectory()
+        self._check_writable(parent)
+        state = self._dir_state(parent)
+        record = node.record
+        if record is not None and record.id in state.records:
+            await self._remove_remote(parent.container, record)
+            state.records.pop(record.id, None)
+            self.stats.removals += 1
+        state.local.pop(name, None)
+        self._apply_records(parent, state)
+        node.linked = False
+        if node.open_handles == 0:
+            self._settle(node)
+
+    async def _remove_remote(self, container: Container, record: FileRecord) -> None:
+        try:
+            await self.client.remove_file(container, record.id)
+        except NotFound:
+            # remove*File answers false both for "no such file" and for a storage error.
+            try:
+                current = await self.client.get_file(container, record.id)
+            except NotFound:
+                return  # already gone: the unlink's goal is met
+            if current.version_key != record.version_key:
+                return  # the id now belongs to another file; ours is gone
+            raise FsError(f"the server refused to remove file {record.id}", errno.EIO) from None
+
+    async def setattr(
+        self,
+        ino: int,
+        fh: int | None,
+        *,
+        size: int | None = None,
+        mode: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+    ) -> Attr:
+        node = self.node(ino)
+        if size is not None:
+            if node.type is not NodeType.FILE:
+                raise IsADirectory()
+            self._check_writable(node)
+            pending = await self._make_pending(node, truncate=size == 0)
+            async with pending.lock:
+                if size != pending.size():
+                    os.truncate(pending.path, size)
+                    pending.touch()
+            if fh is None and pending.dirty and node.linked:
+                await self.upload(node)  # truncate(1) has no close() to upload on
+            if fh is None and node.open_handles == 0:
+                self._settle(node)
+        if mode is not None:
+            node.mode_override = mode & 0o7777
+        if mtime_ns is not None:
+            node.mtime_override_ns = mtime_ns
+        if atime_ns is not None:
+            node.atime_ns = atime_ns
+        return self.attr(node)
+
+    async def rename(
+        self, parent_old: int, name_old: str, parent_new: int, name_new: str, flags: int
+    ) -> None:
+        """Kanboard has no rename: upload under the new name at the target, then remove the
+        source (and a replaced target), each only once the upload is confirmed.
+
+        A file still open for writing is moved at once in the mount; its upload happens under
+        the new name when the writers close, and the source is removed after that (the
+        ``.goutputstream-XXXXXX`` pattern). A file that exists only here just moves.
+        """
+        if flags & RENAME_EXCHANGE:
+            raise InvalidArgument("Kanboard cannot exchange two files atomically")
+        src_dir, dst_dir = self.node(parent_old), self.node(parent_new)
+        node = await self.lookup(parent_old, name_old)
+        if node.type is not NodeType.FILE:
+            raise NotPermitted("projects and tasks cannot be renamed through kbfs")
+        if not dst_dir.type.holds_files:
+            raise NotPermitted("files live only in files/ and tasks/<id>/ directories")
+        self._check_writable(src_dir)
+        self._check_writable(dst_dir)
+        problem = upload_name_error(name_new)
+        if problem is not None:
+            raise NameTooLong(problem) if "255" in problem else FsError(problem, errno.EILSEQ)
+        dst_state = await self._refresh_dir(dst_dir)
+        target_ino = self._view(dst_state).get(name_new)
+        target = self.inodes.get(target_ino) if target_ino is not None else None
+        if target is node:
+            return
+        if target is not None:
+            if flags & RENAME_NOREPLACE:
+                raise Exists()
+            if target.type is not NodeType.FILE:
+                raise IsADirectory()
+        src_state = self._dir_state(src_dir)
+        src_container, source_record = src_dir.container, node.record
+        writers = any(h.node is node and h.writable for h in self._handles.values())
+        if node.pending is not None and (writers or node.pending.dirty or source_record is None):
+            # Content that is (or will be) uploaded from local data: move it, upload later
+            # or now, and let that upload remove what it supersedes.
+            self._detach(node, src_dir, src_state)
+            if source_record is not None:
+                node.stale.append((src_container, source_record))
+            node.record = None
+            if target is not None:
+                self._detach(target, dst_dir, dst_state)
+                if target.record is not None:
+                    node.record = target.record  # replaced once the upload is confirmed
+                    self.inodes.rekey(node, ("moved", node.ino))
+                self._drop_local(target)
+            self._place(node, dst_dir, dst_state, name_new)
+            self.spool.describe(node.pending, dst_dir.container, name_new, node.record)
+            if not writers:
+                if source_record is not None or node.pending.size() > 0:
+                    node.pending.touch()
+                await self.upload(node)
+            return
+        # A server file with no local changes: copy it server-side through our cache.
+        assert source_record is not None
+        if node.pending is not None:  # same content as the server's, not yet in the cache
+            path = node.pending.path
+        else:
+            path = await self.content.ensure(src_container, source_record)
+        size = path.stat().st_size
+        async with self._name_lock(dst_dir.container, name_new):
+            with open(path, "rb") as data:
+                new_id = await self.client.create_file(dst_dir.container, name_new, data, size)
+            record = await self._confirm(dst_dir.container, new_id, name_new, size)
+        self.stats.uploads += 1
+        self._detach(node, src_dir, src_state)
+        replaced = target.record if target is not None else None
+        if target is not None:
+            self._detach(target, dst_dir, dst_state)
+            self._drop_local(target)
+        node.record = None
+        self._place(node, dst_dir, dst_state, name_new)
+        self._attach(node, record, None)
+        self.content.adopt(record, _copy_for_cache(path))
+        if replaced is not None:
+            await self._remove_replaced(dst_dir.container, replaced, node)
+        await self._remove_replaced(src_container, source_record, node)
+
+    def _detach(self, node: Node, dir_node: Node, state: _ContainerDir) -> None:
+        """Take ``node`` out of a directory's view (server records and local names)."""
+        if node.record is not None:
+            state.records.pop(node.record.id, None)
+        for name, ino in list(state.local.items()):
+            if ino == node.ino:
+                del state.local[name]
+        self._apply_records(dir_node, state)
+        node.linked = False
+
+    def _place(self, node: Node, dir_node: Node, state: _ContainerDir, name: str) -> None:
+        node.parent = dir_node.ino
+        node.project_id = dir_node.project_id
+        node.task_id = dir_node.task_id
+        node.name = name
+        node.linked = True
+        state.local[name] = node.ino
+
+    def _drop_local(self, node: Node) -> None:
+        """A node replaced by a rename: its local content goes once nobody has it open."""
+        node.linked = False
+        if node.open_handles == 0:
+            self._settle(node)
+
+    def statfs(self) -> dict[str, int]:
+        block = 4096
+        total = 1 << 40  # Kanboard reports no quota: advertise plenty so copies start
+        return {
+            "f_bsize": block,
+            "f_frsize": block,
+            "f_blocks": total // block,
+            "f_bfree": total // block,
+            "f_bavail": total // block,
+            "f_files": 1 << 32,
+            "f_ffree": 1 << 31,
+            "f_favail": 1 << 31,
+            "f_namemax": 255,
+        }
+
+    def pending_files(self) -> list[Node]:
+        """Files whose current content has not reached the server."""
+        return [n for n in self.inodes if n.pending is not None and n.pending.dirty]
+
+
+def _parse_id(name: str) -> int | None:
+    if not name.isascii() or not name.isdigit() or (len(name) > 1 and name[0] == "0"):
+        return None
+    return int(name)
+
+
+def _copy_for_cache(path: Path) -> Path:
+    """A copy of cached content that ``ContentCache.adopt`` may consume."""
+    copy = path.with_name(path.name + f".{os.getpid()}.copy.part")
+    shutil.copyfile(path, copy)
+    return copy
+
+
+def _size_or_zero(pending: PendingFile) -> int:
+    try:
+        return pending.size()
+    except OSError:
+        return 0

@@ -1,0 +1,755 @@
+"""KanboardClient against httpx.MockTransport: wire format, error mapping, retries, streaming."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from mockkb import CREDS, TOKEN, MockKanboard, client_for, envelope
+
+from kbfs.client import (
+    AuthenticationError,
+    ClientStats,
+    Container,
+    Credentials,
+    EmptyDownload,
+    KanboardClient,
+    KanboardError,
+    Kind,
+    NotFound,
+    PermissionDenied,
+    ProtocolError,
+    Rejected,
+    RequestTimeout,
+    RpcError,
+    ServerError,
+    SourceError,
+    TransportError,
+    normalise_endpoint,
+)
+
+TASK = Container(project_id=1, task_id=5)
+PROJ = Container(project_id=1)
+
+FILE_ROW_STRINGS = {
+    "id": "3",
+    "name": "notes.md",
+    "path": "tasks/5/32fc0c68c5ba966a2e2029bfc7923e4d3853d82f",
+    "is_image": "0",
+    "task_id": "5",
+    "date": "1795373822",
+    "user_id": "1",
+    "size": "8",
+    "username": "admin",
+    "user_name": None,
+    "etag": "fb26c005a677c3de2ac8c8119fc210a1",
+}
+
+
+# ------------------------------------------------------------------------------ URL, creds
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://kb.example.com", "https://kb.example.com/jsonrpc.php"),
+        ("https://kb.example.com/", "https://kb.example.com/jsonrpc.php"),
+        ("https://kb.example.com/jsonrpc.php", "https://kb.example.com/jsonrpc.php"),
+        ("https://kb.example.com//jsonrpc.php/", "https://kb.example.com/jsonrpc.php"),
+        ("https://x/kanboard", "https://x/kanboard/jsonrpc.php"),
+        ("https://x/kanboard/", "https://x/kanboard/jsonrpc.php"),
+        ("https://x/kanboard/index.php", "https://x/kanboard/jsonrpc.php"),
+        (
+            "https://x/kanboard/?controller=BoardViewController&action=show&project_id=1",
+            "https://x/kanboard/jsonrpc.php",
+        ),
+        ("  http://127.0.0.1:8080/kb/jsonrpc.php  ", "http://127.0.0.1:8080/kb/jsonrpc.php"),
+        ("kb.example.com", "https://kb.example.com/jsonrpc.php"),
+        ("https://user:pw@kb.example.com/", "https://kb.example.com/jsonrpc.php"),
+    ],
+)
+def test_endpoint_forms(url: str, expected: str) -> None:
+    assert normalise_endpoint(url) == expected
+    assert KanboardClient(url, CREDS).endpoint == expected
+
+
+@pytest.mark.parametrize("url", ["", "ftp://kb.example.com", "https://"])
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(ValueError):
+        normalise_endpoint(url)
+
+
+def test_credentials_repr_hides_secret() -> None:
+    creds = Credentials("hunter2", "alice")
+    assert "hunter2" not in repr(creds) and "hunter2" not in str(creds)
+    assert not creds.is_app_token and CREDS.is_app_token
+    client = KanboardClient("https://kb.test", creds)
+    assert "hunter2" not in repr(client)
+
+
+# ------------------------------------------------------------------------------ wire format
+
+
+async def test_request_shape_sequential_ids_and_auth() -> None:
+    kb = MockKanboard().on("getVersion", "1.2.53")
+    async with kb.client() as client:
+        assert await client.get_version() == "1.2.53"
+        assert await client.get_version() == "1.2.53"
+        assert await client.call("getVersion") == "1.2.53"
+    ids = [b["id"] for b in kb.bodies]
+    assert ids == [1, 2, 3]
+    req = kb.requests[0]
+    assert req.method == "POST"
+    assert str(req.url) == "https://kb.test/jsonrpc.php"
+    assert (
+        req.headers["authorization"]
+        == "Basic " + base64.b64encode(f"jsonrpc:{TOKEN}".encode()).decode()
+    )
+    assert "expect" not in req.headers
+    assert req.headers["content-type"] == "application/json"
+    assert kb.bodies[0] == {"jsonrpc": "2.0", "method": "getVersion", "id": 1}
+
+
+async def test_string_typed_numbers() -> None:
+    kb = MockKanboard()
+    kb.on("getAllTaskFiles", [FILE_ROW_STRINGS])
+    kb.on("getTaskFile", {k: v for k, v in FILE_ROW_STRINGS.items() if k != "username"})
+    kb.on(
+        "getAllProjects",
+        [{"id": "2", "name": "p", "is_active": "0", "url": {"board": "http://x/b"}}],
+    )
+    kb.on("getTask", {"id": "9", "title": "t", "project_id": "2", "is_active": "1"})
+    kb.on("createTaskFile", "17")
+    async with kb.client() as client:
+        [rec] = await client.list_files(TASK)
+        assert (rec.id, rec.size, rec.task_id, rec.date, rec.is_image) == (
+            3,
+            8,
+            5,
+            1795373822,
+            False,
+        )
+        assert rec.kind is Kind.TASK and rec.username == "admin"
+        rec2 = await client.get_file(TASK, 3)
+        assert rec2.id == 3 and rec2.username is None
+        [proj] = await client.get_projects()
+        assert proj.id == 2 and proj.is_active is False and proj.board_url == "http://x/b"
+        task = await client.get_task(9)
+        assert task.id == 9 and task.project_id == 2 and task.is_active
+        assert await client.create_file(TASK, "a", io.BytesIO(b"x"), 1) == 17
+
+
+async def test_named_params_of_every_file_procedure() -> None:
+    kb = MockKanboard()
+    kb.on("getAllTaskFiles", []).on("getAllProjectFiles", [])
+    kb.on("getTaskFile", dict(FILE_ROW_STRINGS, id=4))
+    kb.on(
+        "getProjectFile",
+        {"id": 4, "project_id": 1, "name": "s", "size": 1, "path": "p", "is_image": 0},
+    )
+    kb.on("downloadTaskFile", "QQ==").on("downloadProjectFile", "Qg==")
+    kb.on("createTaskFile", 11).on("createProjectFile", 12)
+    kb.on("removeTaskFile", True).on("removeProjectFile", True)
+    kb.on("removeAllTaskFiles", True).on("removeAllProjectFiles", True)
+    async with kb.client() as client:
+        assert await client.list_files(TASK) == []
+        assert await client.list_files(PROJ) == []
+        assert (await client.get_file(TASK, 4)).id == 4
+        assert (await client.get_file(PROJ, 4)).project_id == 1
+        buf = io.BytesIO()
+        assert await client.download_file(TASK, 4, buf) == 1
+        assert await client.download_file(PROJ, 4, buf) == 1
+        assert buf.getvalue() == b"AB"
+        assert await client.create_file(TASK, "a.txt", io.BytesIO(b"hi"), 2) == 11
+        assert await client.create_file(PROJ, "b.txt", io.BytesIO(b"hi"), 2) == 12
+        await client.remove_file(TASK, 4)
+        await client.remove_file(PROJ, 4)
+        await client.remove_all_files(TASK)
+        await client.remove_all_files(PROJ)
+    params = [(b["method"], b.get("params")) for b in kb.bodies]
+    blob = base64.b64encode(b"hi").decode()
+    assert params == [
+        ("getAllTaskFiles", {"task_id": 5}),
+        ("getAllProjectFiles", {"project_id": 1}),
+        ("getTaskFile", {"file_id": 4}),
+        ("getProjectFile", {"project_id": 1, "file_id": 4}),
+        ("downloadTaskFile", {"file_id": 4}),
+        ("downloadProjectFile", {"project_id": 1, "file_id": 4}),
+        (
+            "createTaskFile",
+            {"project_id": 1, "task_id": 5, "filename": "a.txt", "blob": blob},
+        ),
+        ("createProjectFile", {"project_id": 1, "filename": "b.txt", "blob": blob}),
+        ("removeTaskFile", {"file_id": 4}),
+        ("removeProjectFile", {"project_id": 1, "file_id": 4}),
+        ("removeAllTaskFiles", {"task_id": 5}),
+        ("removeAllProjectFiles", {"project_id": 1}),
+    ]
+
+
+async def test_not_found_answers() -> None:
+    kb = MockKanboard()
+    kb.on("getTask", None).on("getProjectById", None).on("getTaskFile", None)
+    kb.on("getProjectFile", False).on("downloadTaskFile", "").on("downloadProjectFile", False)
+    kb.on("removeTaskFile", False).on("removeProjectFile", False)
+    kb.on("removeAllTaskFiles", False).on("createTaskFile", False).on("createProjectFile", False)
+    kb.on("getAllTaskFiles", []).on("getProjectUserRole", "")
+    async with kb.client() as client:
+        with pytest.raises(NotFound, match="getTask"):
+            await client.get_task(999)
+        with pytest.raises(NotFound):
+            await client.get_project_by_id(999)
+        with pytest.raises(NotFound):
+            await client.get_file(TASK, 999)
+        with pytest.raises(NotFound):
+            await client.get_file(PROJ, 999)
+        sink = io.BytesIO()
+        with pytest.raises(EmptyDownload):
+            await client.download_file(TASK, 999, sink)
+        with pytest.raises(EmptyDownload):
+            await client.download_file(PROJ, 999, sink)
+        assert sink.getvalue() == b""
+        with pytest.raises(NotFound):
+            await client.remove_file(TASK, 999)
+        with pytest.raises(NotFound):
+            await client.remove_file(PROJ, 999)
+        with pytest.raises(Rejected):
+            await client.remove_all_files(TASK)
+        with pytest.raises(Rejected, match="createTaskFile"):
+            await client.create_file(TASK, "x", io.BytesIO(b"0"), 1)
+        with pytest.raises(Rejected):
+            await client.create_file(PROJ, "x", io.BytesIO(b"0"), 1)
+        assert await client.list_files(TASK) == []
+        assert await client.get_project_user_role(1, 2) is None
+
+
+async def test_get_file_of_another_task_is_not_found() -> None:
+    kb = MockKanboard().on("getTaskFile", dict(FILE_ROW_STRINGS, task_id=6))
+    async with kb.client() as client:
+        with pytest.raises(NotFound):
+            await client.get_file(TASK, 3)
+
+
+async def test_misc_getters() -> None:
+    kb = MockKanboard()
+    kb.on("getMe", {"id": 2, "username": "alice", "role": "app-user", "name": None})
+    kb.on("getMyProjects", [{"id": 1, "name": "a", "is_active": 1}])
+    kb.on("getProjectById", {"id": 1, "name": "a", "is_active": 1})
+    kb.on("getProjectUserRole", "project-member")
+    async with kb.client(credentials=Credentials("pw", "alice")) as client:
+        me = await client.get_me()
+        assert (me.id, me.username, me.role) == (2, "alice", "app-user")
+        assert [p.id for p in await client.get_projects()] == [1]  # user auth -> getMyProjects
+        assert (await client.get_project_by_id(1)).name == "a"
+        assert await client.get_project_user_role(1, 2) == "project-member"
+    assert "getAllProjects" not in kb.methods()
+    assert "getMyProjects" in kb.methods()
+
+
+async def test_get_all_tasks_any_status_is_one_request() -> None:
+    def tasks(params: dict[str, Any]) -> list[dict[str, Any]]:
+        ids = [4, 1] if params["status_id"] == 1 else [3]
+        return [{"id": i, "title": f"t{i}", "project_id": 1, "is_active": 1} for i in ids]
+
+    kb = MockKanboard().on("getAllTasks", tasks)
+    async with kb.client() as client:
+        got = await client.get_all_tasks_any_status(1)
+        assert [t.id for t in got] == [1, 3, 4]
+        assert [t.id for t in await client.get_all_tasks(1, 0)] == [3]
+        assert client.statistics() == ClientStats(http_requests=2, calls={"getAllTasks": 3})
+    assert len(kb.requests) == 2
+
+
+# ------------------------------------------------------------------------------ error mapping
+
+
+def _fixed(response: httpx.Response) -> Any:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return response
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("response", "exc_type"),
+    [
+        (
+            httpx.Response(
+                401,
+                json={"jsonrpc": "2.0", "error": {"code": 401, "message": "Unauthorized"}},
+                headers={"WWW-Authenticate": 'Basic realm="JsonRPC"'},
+            ),
+            AuthenticationError,
+        ),
+        (
+            httpx.Response(403, json={"jsonrpc": "2.0", "error": {"code": 403, "message": "F"}}),
+            PermissionDenied,
+        ),
+        (httpx.Response(500), ServerError),
+        (httpx.Response(502, text="<html>bad gateway</html>"), ServerError),
+        (httpx.Response(200, text="<b>Fatal error</b>: Allowed memory size"), ServerError),
+        (httpx.Response(200, text="<html><title>Login</title></html>"), ServerError),
+        (httpx.Response(200, text=""), ServerError),
+        (httpx.Response(200, text="not json at all"), ServerError),
+        (httpx.Response(404, text="nope"), ServerError),
+        (httpx.Response(301, headers={"Location": "https://kb.test/"}), ServerError),
+        (
+            httpx.Response(
+                200,
+                json={
+                    "jsonrpc": "2.0",
+                    "error": {"code": -32602, "message": "Invalid params", "data": "Too many"},
+                    "id": 1,
+                },
+            ),
+            RpcError,
+        ),
+        (httpx.Response(200, json={"error": {"code": 0, "message": "Invalid ID"}}), RpcError),
+        (httpx.Response(200, json={"jsonrpc": "2.0", "result": "x", "id": 99}), ProtocolError),
+        (httpx.Response(200, json={"jsonrpc": "2.0", "result": "x"}), ProtocolError),
+        (httpx.Response(200, json={"jsonrpc": "2.0", "id": 1}), ProtocolError),
+        (httpx.Response(200, json=[1, 2]), ProtocolError),
+        (httpx.Response(200, json={"jsonrpc": "2.0", "result": 42, "id": 1}), ProtocolError),
+    ],
+)
+async def test_error_mapping(
+    response: httpx.Response, exc_type: type[Exception], autojump_clock: Any
+) -> None:
+    async with client_for(_fixed(response)) as client:
+        with pytest.raises(exc_type) as info:
+            await client.get_version()
+    assert "getVersion" in str(info.value)
+    assert TOKEN not in str(info.value) and TOKEN not in repr(info.value)
+
+
+async def test_rpc_error_fields() -> None:
+    body = {"jsonrpc": "2.0", "error": {"code": -32603, "message": "Internal error", "data": "M"}}
+    body["id"] = 1
+    async with client_for(_fixed(httpx.Response(200, json=body))) as client:
+        with pytest.raises(RpcError) as info:
+            await client.list_files(TASK)
+    assert (info.value.code, info.value.rpc_message, info.value.data) == (
+        -32603,
+        "Internal error",
+        "M",
+    )
+    assert info.value.method == "getAllTaskFiles"
+
+
+@pytest.mark.parametrize(
+    ("result", "exc_type"),
+    [
+        ({"not": "a list"}, ProtocolError),
+        ("string", ProtocolError),
+        ([{"name": "no id", "size": 1}], ProtocolError),
+        ([{"id": 1, "name": "x", "size": "big", "task_id": 5}], ProtocolError),
+        (None, NotFound),
+    ],
+)
+async def test_listing_shapes(result: Any, exc_type: type[Exception]) -> None:
+    kb = MockKanboard().on("getAllTaskFiles", result)
+    async with kb.client() as client:
+        with pytest.raises(exc_type, match="getAllTaskFiles"):
+            await client.list_files(TASK)
+
+
+@pytest.mark.parametrize(
+    ("exc", "exc_type", "sent"),
+    [
+        (httpx.ConnectError("refused"), TransportError, False),
+        (httpx.ConnectTimeout("slow"), RequestTimeout, False),
+        (httpx.PoolTimeout("pool"), RequestTimeout, False),
+        (httpx.ReadTimeout("slow"), RequestTimeout, True),
+        (httpx.WriteTimeout("slow"), RequestTimeout, True),
+        (httpx.ReadError("reset"), TransportError, True),
+        (httpx.RemoteProtocolError("Server disconnected"), TransportError, True),
+    ],
+)
+async def test_transport_errors(
+    exc: Exception, exc_type: type[TransportError], sent: bool, autojump_clock: Any
+) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        raise exc
+
+    async with client_for(handler, retries=2) as client:
+        with pytest.raises(exc_type) as info:
+            await client.get_version()
+    assert type(info.value) is exc_type
+    assert info.value.request_sent is sent
+    assert len(calls) == 3  # idempotent: retried
+    assert isinstance(info.value.__cause__, httpx.HTTPError)
+
+
+async def test_hard_timeout(autojump_clock: Any) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(1000)
+        return httpx.Response(200)
+
+    async with client_for(handler, timeout=1.0, retries=1) as client:
+        with pytest.raises(RequestTimeout) as info:
+            await client.get_version()
+        assert info.value.request_sent
+        assert client.statistics().http_requests == 2
+
+
+# ------------------------------------------------------------------------------ retries
+
+
+async def test_get_retried_after_two_500s(autojump_clock: Any) -> None:
+    n = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal n
+        n += 1
+        if n <= 2:
+            return httpx.Response(500)
+        return httpx.Response(200, json=envelope("v", json.loads(request.content)["id"]))
+
+    async with client_for(handler) as client:
+        assert await client.get_version() == "v"
+        stats = client.statistics()
+    assert stats.http_requests == 3 and stats.calls == {"getVersion": 3}
+
+
+async def test_retries_exhausted(autojump_clock: Any) -> None:
+    async with client_for(_fixed(httpx.Response(503)), retries=3) as client:
+        with pytest.raises(ServerError) as info:
+            await client.get_version()
+        assert info.value.status_code == 503
+        assert client.statistics().http_requests == 4
+
+
+async def test_not_retried_errors(autojump_clock: Any) -> None:
+    for response in (httpx.Response(404), httpx.Response(401), httpx.Response(403)):
+        async with client_for(_fixed(response)) as client:
+            with pytest.raises(KanboardError):
+                await client.get_version()
+            assert client.statistics().http_requests == 1
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [httpx.Response(500), httpx.ReadTimeout("x"), httpx.RemoteProtocolError("dropped")],
+)
+async def test_create_and_remove_never_retried(failure: Any, autojump_clock: Any) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if isinstance(failure, Exception):
+            raise failure
+        return failure
+
+    async with client_for(handler) as client:
+        with pytest.raises((ServerError, TransportError)) as info:
+            await client.create_file(TASK, "a", io.BytesIO(b"abc"), 3)
+        if isinstance(info.value, TransportError):
+            assert info.value.request_sent
+        with pytest.raises((ServerError, TransportError)):
+            await client.remove_file(TASK, 1)
+        with pytest.raises((ServerError, TransportError)):
+            await client.call("removeAllTaskFiles", {"task_id": 1})
+        assert client.statistics().http_requests == 3
+
+
+async def test_connect_error_on_create_says_not_sent() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    async with client_for(handler) as client:
+        with pytest.raises(TransportError) as info:
+            await client.create_file(TASK, "a", io.BytesIO(b"abc"), 3)
+    assert info.value.request_sent is False
+
+
+# ------------------------------------------------------------------------------ batches
+
+
+async def test_batch_maps_by_id_and_keeps_item_errors() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls = json.loads(request.content)
+        out = []
+        for call in reversed(calls):  # out of order on purpose
+            if call["method"] == "bad":
+                out.append(
+                    {"jsonrpc": "2.0", "error": {"code": -32601, "message": "nf"}, "id": call["id"]}
+                )
+            else:
+                out.append(envelope(call["params"]["x"], call["id"]))
+        return httpx.Response(200, json=out)
+
+    async with client_for(handler) as client:
+        res = await client.batch([("getA", {"x": 1}), ("bad", None), ("getB", {"x": 3})])
+        assert res[0] == 1 and res[2] == 3
+        assert isinstance(res[1], RpcError) and res[1].code == -32601
+        assert await client.batch([]) == []
+        assert client.statistics().http_requests == 1
+
+
+async def test_batch_missing_item_and_whole_batch_errors(autojump_clock: Any) -> None:
+    def partial(request: httpx.Request) -> httpx.Response:
+        calls = json.loads(request.content)
+        return httpx.Response(200, json=[envelope(1, calls[0]["id"])])
+
+    async with client_for(partial) as client:
+        res = await client.batch([("getA", None), ("getB", None)])
+        assert res[0] == 1 and isinstance(res[1], ProtocolError)
+
+    for status, exc_type in ((401, AuthenticationError), (403, PermissionDenied)):
+        body = {"jsonrpc": "2.0", "error": {"code": status, "message": "x"}, "id": None}
+        async with client_for(_fixed(httpx.Response(status, json=body))) as client:
+            with pytest.raises(exc_type):
+                await client.batch([("getA", None), ("getB", None)])
+    invalid = {"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}}
+    async with client_for(_fixed(httpx.Response(200, json=invalid))) as client:
+        with pytest.raises(RpcError):
+            await client.batch([("getA", None)])
+
+
+async def test_list_files_many_batches_and_403_fallback() -> None:
+    forbidden = {7}
+    batches = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        calls = body if isinstance(body, list) else [body]
+        if isinstance(body, list):
+            batches.append(len(body))
+        if any(c["params"].get("task_id") in forbidden for c in calls):
+            return httpx.Response(
+                403, json={"jsonrpc": "2.0", "error": {"code": 403, "message": "F"}, "id": None}
+            )
+        out = []
+        for c in calls:
+            tid = c["params"].get("task_id")
+            if tid == 8:
+                out.append(
+                    {"jsonrpc": "2.0", "error": {"code": -32603, "message": "UTF-8"}, "id": c["id"]}
+                )
+                continue
+            row = dict(FILE_ROW_STRINGS, task_id=tid, id=tid)
+            if tid is None:
+                row = {"id": 1, "project_id": c["params"]["project_id"], "name": "p", "size": 1}
+            out.append(envelope([row], c["id"]))
+        return httpx.Response(200, json=out if isinstance(body, list) else out[0])
+
+    containers = [Container(1, t) for t in (5, 6, 7, 8)] + [Container(1)]
+    async with client_for(handler) as client:
+        res = await client.list_files_many(containers)
+        assert [r[0].id for r in res if isinstance(r, list)] == [5, 6, 1]
+        assert isinstance(res[2], PermissionDenied)
+        assert isinstance(res[3], RpcError) and res[3].code == -32603
+        assert res[4][0].kind is Kind.PROJECT  # type: ignore[index]
+
+        forbidden.clear()
+        many = [Container(1, t) for t in range(100, 350)]
+        res = await client.list_files_many(many)
+        assert [r[0].task_id for r in res] == list(range(100, 350))  # type: ignore[index]
+        assert batches[-3:] == [100, 100, 50]
+        assert await client.list_files_many([]) == []
+
+
+# ------------------------------------------------------------------------------ downloads
+
+
+def _streamed(body: bytes, chunk: int, status: int = 200) -> Any:
+    """Answer with ``body`` (``@ID@`` replaced by the request id) in pieces of ``chunk`` bytes."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        rid = json.loads(request.content)["id"]
+        data = _chunks(body.replace(b"@ID@", str(rid).encode()), chunk)
+
+        async def gen() -> Any:
+            for p in data:
+                yield p
+
+        return httpx.Response(status, content=gen())
+
+    return handler
+
+
+def _chunks(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 64, 1000, 10**7])
+@pytest.mark.parametrize("style", ["plain", "escaped", "newlines", "reordered"])
+async def test_download_streaming_variants(chunk: int, style: str) -> None:
+    raw = bytes(range(256)) * 13 + b"\xff\xfe"
+    b64 = base64.b64encode(raw).decode()
+    if style == "escaped":
+        b64 = b64.replace("/", "\\/")
+    elif style == "newlines":
+        b64 = "\\n".join(b64[i : i + 76] for i in range(0, len(b64), 76)) + "\\n"
+    if style == "reordered":
+        body = '{"id":@ID@, "jsonrpc":"2.0",\n "result" : "' + b64 + '"}'
+    else:
+        body = '{"jsonrpc":"2.0","result":"' + b64 + '","id":@ID@}'
+    handler = _streamed(body.encode(), chunk)
+    async with client_for(handler) as client:
+        sink = io.BytesIO()
+        assert await client.download_file(TASK, 1, sink) == len(raw)
+        assert sink.getvalue() == raw
+
+
+@pytest.mark.parametrize(
+    ("body", "exc_type"),
+    [
+        ('{"jsonrpc":"2.0","result":"","id":@ID@}', EmptyDownload),
+        ('{"jsonrpc":"2.0","result":false,"id":@ID@}', EmptyDownload),
+        ('{"jsonrpc":"2.0","result":null,"id":@ID@}', EmptyDownload),
+        ('{"jsonrpc":"2.0","result":"QUJD","id":999}', ProtocolError),
+        ('{"jsonrpc":"2.0","result":"QU!D","id":@ID@}', ProtocolError),
+        ('{"jsonrpc":"2.0","result":[1],"id":@ID@}', ProtocolError),
+        ('{"jsonrpc":"2.0","result":"QUJD"', ServerError),  # closing brace lost
+        ('{"jsonrpc":"2.0","result":"QUJDQUJD', ServerError),  # cut inside the data
+        ('{"jsonrpc":"2.0","error":{"code":1,"message":"boom"},"id":@ID@}', RpcError),
+        ("<html><body>Fatal</body></html>", ServerError),
+        ("", ServerError),
+    ],
+)
+async def test_download_failures(body: str, exc_type: type[Exception], autojump_clock: Any) -> None:
+    async with client_for(_streamed(body.encode(), 3), retries=1) as client:
+        sink = io.BytesIO()
+        with pytest.raises(exc_type, match="downloadTaskFile"):
+            await client.download_file(TASK, 1, sink)
+
+
+async def test_download_retry_rewinds_sink() -> None:  # no autojump: uses threads
+    raw = b"x" * 3_000_000  # more than one flush
+    b64 = base64.b64encode(raw)
+    n = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal n
+        n += 1
+        rid = json.loads(request.content)["id"]
+        body = b'{"jsonrpc":"2.0","result":"' + b64 + b'","id":' + str(rid).encode() + b"}"
+        if n == 1:
+            body = body[: len(body) - 100]  # cut inside the data, after a flush
+
+        async def gen() -> Any:
+            for p in _chunks(body, 65536):
+                yield p
+
+        return httpx.Response(200, content=gen())
+
+    async with client_for(handler) as client:
+        sink = io.BytesIO()
+        sink.write(b"PREFIX")
+        assert await client.download_file(TASK, 1, sink) == len(raw)
+        assert sink.getvalue() == b"PREFIX" + raw
+    assert n == 2
+
+
+async def test_download_bad_status() -> None:
+    async with client_for(_streamed(b"{}", 2, status=403)) as client:
+        with pytest.raises(PermissionDenied):
+            await client.download_file(TASK, 1, io.BytesIO())
+
+
+# ------------------------------------------------------------------------------ uploads
+
+
+class _Capture:
+    def __init__(self, result: Any = 5) -> None:
+        self.request: httpx.Request | None = None
+        self.result = result
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.request = request
+        rid = json.loads(request.content)["id"]
+        return httpx.Response(200, json=envelope(self.result, rid))
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 786431, 786432, 786433, 2_000_000])
+async def test_upload_body(size: int) -> None:
+    raw = hashlib.sha256(str(size).encode()).digest() * (size // 32 + 1)
+    raw = raw[:size]
+    cap = _Capture()
+    name = 'we"ird \\ näme\u0000/🎉.txt'
+    async with client_for(cap) as client:
+        assert await client.create_file(TASK, name, io.BytesIO(raw + b"trailing"), size) == 5
+    req = cap.request
+    assert req is not None
+    assert "transfer-encoding" not in req.headers
+    assert "expect" not in req.headers
+    assert int(req.headers["content-length"]) == len(req.content)
+    body = json.loads(req.content)
+    assert body["method"] == "createTaskFile"
+    assert body["params"]["filename"] == name
+    assert (body["params"]["project_id"], body["params"]["task_id"]) == (1, 5)
+    assert base64.b64decode(body["params"]["blob"]) == raw
+
+
+async def test_upload_short_source() -> None:
+    async with client_for(_Capture()) as client:
+        with pytest.raises(SourceError):
+            await client.create_file(TASK, "a", io.BytesIO(b"abc"), 10)
+
+
+async def test_upload_read_error() -> None:
+    class Broken(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b: Any) -> int:
+            raise OSError(5, "Input/output error")
+
+    async with client_for(_Capture()) as client:
+        with pytest.raises(SourceError):
+            await client.create_file(TASK, "a", Broken(), 10)  # type: ignore[arg-type]
+
+
+async def test_upload_unencodable_filename() -> None:
+    async with client_for(_Capture()) as client:
+        with pytest.raises(Rejected):
+            await client.create_file(TASK, "bad\udcffname", io.BytesIO(b"abc"), 3)
+
+
+@pytest.mark.parametrize("result", ["abc", True, [1], {"id": 1}])
+async def test_upload_odd_results(result: Any) -> None:
+    async with client_for(_Capture(result)) as client:
+        with pytest.raises(ProtocolError):
+            await client.create_file(TASK, "a", io.BytesIO(b"abc"), 3)
+
+
+# ------------------------------------------------------------------------------ secrets
+
+
+async def test_secret_never_logged_or_in_errors(
+    caplog: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    responses = [
+        httpx.Response(401, json={"error": {"code": 401, "message": "Unauthorized"}}),
+        httpx.Response(500),
+        httpx.Response(200, text=f"<html><title>{TOKEN}</title></html>"),
+        httpx.Response(200, json={"error": {"code": 1, "message": f"echo {TOKEN}", "data": TOKEN}}),
+    ]
+    errors: list[BaseException] = []
+    for creds in (CREDS, Credentials(TOKEN, "alice")):
+        for response in responses:
+            async with client_for(_fixed(response), credentials=creds, retries=1) as client:
+                try:
+                    await client.get_version()
+                except KanboardError as exc:
+                    errors.append(exc)
+                try:
+                    await client.download_file(TASK, 1, io.BytesIO())
+                except KanboardError as exc:
+                    errors.append(exc)
+    assert len(errors) == 16
+    basic = base64.b64encode(f"jsonrpc:{TOKEN}".encode()).decode()
+    for exc in errors:
+        for text in (str(exc), repr(exc), str(exc.args)):
+            assert TOKEN not in text and basic not in text
+    assert caplog.records, "expected debug logging"
+    assert TOKEN not in caplog.text and basic not in caplog.text

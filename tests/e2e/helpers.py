@@ -1,0 +1,140 @@
+"""Helpers for real mounts in end-to-end tests: ``kbfs mount -f`` in a subprocess against the
+built-in server over HTTP, real tools against the mount point, and a clean unmount."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _unmount(path: Path) -> None:
+    if os.path.ismount(path):
+        subprocess.run(["fusermount3", "-u", str(path)], check=False, capture_output=True)
+    if os.path.ismount(path):
+        subprocess.run(["fusermount3", "-uz", str(path)], check=False, capture_output=True)
+
+
+@dataclass
+class Mounted:
+    """A running mount: its path, the daemon process, its log."""
+
+    path: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    state_dir: Path
+    cache_dir: Path
+    allow_errors: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def p(self, *parts: str | int) -> Path:
+        return self.path.joinpath(*(str(x) for x in parts))
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def spool_files(self) -> list[Path]:
+        return sorted(self.state_dir.rglob("*.data"))
+
+
+def run(
+    *cmd: str | os.PathLike[str],
+    check: bool = True,
+    input: bytes | None = None,
+    timeout: float = 30,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a real tool; on failure show its stderr."""
+    proc = subprocess.run(
+        [str(c) for c in cmd], capture_output=True, input=input, timeout=timeout, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{cmd!r} exited {proc.returncode}: {proc.stderr.decode(errors='replace')}"
+        )
+    return proc
+
+
+def sh(script: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    return run("sh", "-c", script, check=check, timeout=timeout)
+
+
+class Mounter:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.mounts: list[Mounted] = []
+        self.n = 0
+
+    def __call__(
+        self,
+        kb: object,
+        *opts: str,
+        user: str | None = None,
+        secret_file: Path | None = None,
+        ttl: float | None = None,
+        wait: bool = True,
+    ) -> Mounted:
+        self.n += 1
+        base = self.tmp_path / f"mount{self.n}"
+        mnt = base / "mnt"
+        mnt.mkdir(parents=True)
+        state, cache = base / "state", base / "cache"
+        log = base / "kbfs.log"
+        options = [f"cache_dir={cache}", f"state_dir={state}", *opts]
+        if ttl is not None:
+            options.append(f"dir_cache_ttl={ttl}")
+        cmd = [
+            sys.executable,
+            "-m",
+            "kbfs",
+            "mount",
+            kb.url,
+            str(mnt),  # type: ignore[attr-defined]
+            "--token-file",
+            str(secret_file or kb.token_file),  # type: ignore[attr-defined]
+            "-f",
+            "--log-file",
+            str(log),
+            "--log-level",
+            "DEBUG",
+            "-o",
+            ",".join(options),
+        ]
+        if user:
+            cmd += ["--user", user]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        mounted = Mounted(mnt, proc, log, state, cache)
+        self.mounts.append(mounted)
+        if wait:
+            deadline = time.monotonic() + 20
+            while not os.path.ismount(mnt):
+                if proc.poll() is not None:
+                    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                    raise AssertionError(f"kbfs mount exited {proc.returncode}: {err}")
+                if time.monotonic() > deadline:
+                    raise AssertionError("mount did not come up within 20 s")
+                time.sleep(0.02)
+        return mounted
+
+    def unmount(self, m: Mounted) -> None:
+        _unmount(m.path)
+        try:
+            m.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            m.proc.kill()
+            m.proc.wait(timeout=5)
+            _unmount(m.path)
+
+    def close(self) -> None:
+        problems = []
+        for m in self.mounts:
+            self.unmount(m)
+            text = m.log_text()
+            if not m.allow_errors and "failed unexpectedly" in text:
+                problems.append(f"{m.path}: unexpected exception in the log:\n{text[-4000:]}")
+        if problems:
+            raise AssertionError("\n".join(problems))
+
+

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kbfs.credentials import CredentialError, load_secret
+from kbfs.options import OptionError, parse_options
+
+
+def test_defaults_and_values() -> None:
+    o = parse_options([])
+    assert (o.uid, o.gid, o.umask, o.read_only) == (os.getuid(), os.getgid(), 0o022, False)
+    o = parse_options(["uid=1000,gid=100", "umask=077,ro", "dir_cache_ttl=2.5,cache_size=1G"])
+    assert (o.uid, o.gid, o.umask, o.read_only) == (1000, 100, 0o077, True)
+    assert o.dir_cache_ttl == 2.5 and o.cache_size == 1 << 30
+
+
+def test_fstab_only_options_are_ignored() -> None:
+    o = parse_options(["_netdev,noauto,nofail,x-systemd.automount,x-systemd.mount-timeout=30"])
+    assert o == parse_options([])
+
+
+@pytest.mark.parametrize("spec", ["bogus", "uid=abc", "umask=999", "timeout=0", "cache_dir="])
+def test_bad_options_name_the_option(spec: str) -> None:
+    with pytest.raises(OptionError) as err:
+        parse_options([spec])
+    assert spec.split("=")[0] in str(err.value)
+
+
+def test_token_sources(tmp_path: Path) -> None:
+    f = tmp_path / "tok"
+    f.write_text("secret-token\n")
+    f.chmod(0o600)
+    assert load_secret(str(f), env={}) == "secret-token"
+    assert load_secret(None, env={"KBFS_TOKEN_FILE": str(f)}) == "secret-token"
+    assert load_secret(None, env={"KBFS_TOKEN": "t2"}) == "t2"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "kbfs-token").write_text("t3")
+    assert load_secret(None, env={"CREDENTIALS_DIRECTORY": str(creds)}) == "t3"
+    with pytest.raises(CredentialError, match="no API token"):
+        load_secret(None, env={})
+
+
+def test_world_readable_token_file_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "tok"
+    f.write_text("secret-token")
+    f.chmod(0o644)
+    with pytest.raises(CredentialError, match="chmod 600") as err:
+        load_secret(str(f), env={})
+    assert "secret-token" not in str(err.value)
