@@ -144,6 +144,27 @@ class Operations(pyfuse3.Operations):
             setattr(data, key, value)
         return data
 
+    # ---------------------------------------------------------------- extended attributes
+
+    @fuse_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        value = self.vfs.xattrs(inode).get(os.fsdecode(name))
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value
+
+    @fuse_errors
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return [os.fsencode(name) for name in self.vfs.xattrs(inode)]
+
+    @fuse_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        raise pyfuse3.FUSEError(errno.ENOTSUP)  # Kanboard has nowhere to keep them
+
+    @fuse_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        raise pyfuse3.FUSEError(errno.ENOTSUP)
+
     # ---------------------------------------------------------------- directories
 
     @fuse_errors

@@ -68,6 +68,8 @@ class Node:
     # Server files to remove once this node's next upload is confirmed: what it replaced in
     # another directory when it was renamed there while still open for writing.
     stale: list[tuple[Container, FileRecord]] = field(default_factory=list)
+    # A scratch file (vim's "doc.txt~") standing for a server file that was renamed to it.
+    hides: tuple[Container, FileRecord] | None = None
     # chmod/utimens are kept in memory only (Kanboard has nowhere to store them).
     mode_override: int | None = None
     mtime_override_ns: int | None = None

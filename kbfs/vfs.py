@@ -13,6 +13,7 @@ a storage path); a pending file's lock is held for its whole upload and by write
 from __future__ import annotations
 
 import errno
+import fnmatch
 import logging
 import os
 import shutil
@@ -53,6 +54,33 @@ RENAME_NOREPLACE = 1
 
 READ_ONLY_ROLES = frozenset({"project-viewer"})
 
+# Scratch files of editors and desktops: they stay in this mount and never reach Kanboard.
+DEFAULT_LOCAL_NAMES = (
+    ".*.sw[a-p]",  # vim swap files (.name.swp, .swo, ...)
+    ".*.sw[a-p][a-z]",
+    "4913",  # vim's "can I create files here" probe
+    "*~",  # backups (vim, emacs, gedit)
+    ".#*",  # emacs lock files
+    "#*#",  # emacs auto-save files
+    ".~lock.*#",  # LibreOffice lock files
+    ".goutputstream-*",  # GIO/gedit atomic-save temporaries
+    ".*.kate-swp",  # Kate swap files
+)
+# What file managers look for in every directory; answered from any cached listing.
+PROBE_NAMES = (
+    ".hidden",
+    ".directory",
+    ".Trash",
+    ".Trash-*",
+    "autorun.inf",
+    "desktop.ini",
+    ".DS_Store",
+    ".thumbnails",
+    ".sh_thumbnails",
+    "Thumbs.db",
+    ".xdg-volume-info",
+)
+
 
 @dataclass(frozen=True)
 class VfsConfig:
@@ -63,6 +91,7 @@ class VfsConfig:
     read_only: bool = False
     user_id: int | None = None  # set under user auth: project roles decide writability
     upload_drain_timeout: float = 30.0
+    local_names: tuple[str, ...] = DEFAULT_LOCAL_NAMES
 
 
 @dataclass(frozen=True)
@@ -101,6 +130,10 @@ class _ContainerDir(_Listing):
     records: dict[int, FileRecord] = field(default_factory=dict)
     entries: dict[str, int] = field(default_factory=dict)  # from the server listing
     local: dict[str, int] = field(default_factory=dict)  # files that exist only here
+    # Server files renamed to a scratch name (vim's "doc.txt" -> "doc.txt~"): still on the
+    # server, not shown under their own name; removed once a new version of that name is
+    # uploaded, or when the scratch file is removed.
+    hidden: dict[int, FileRecord] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -293,7 +326,9 @@ class Vfs:
 
     def _apply_records(self, dir_node: Node, state: _ContainerDir) -> None:
         """Rebuild a directory's entries from its server records (see kbfs.names)."""
-        named = assign_names((r.id, r.name, r) for r in state.records.values())
+        named = assign_names(
+            (r.id, r.name, r) for r in state.records.values() if r.id not in state.hidden
+        )
         entries: dict[str, int] = {}
         for name, record in named.items():
             node = self._node_for_record(dir_node, record)
@@ -333,6 +368,33 @@ class Vfs:
             record=record,
         )
 
+    async def _prefetch(self, dir_nodes: list[Node]) -> None:
+        """Fetch the stale listings of many file directories in batched requests.
+
+        Whoever lists ``tasks/`` (``find``, ``ls -R``, ``du``, a file manager) usually looks into
+        every task next; one batch request instead of one request per task makes a tree walk
+        cost a handful of requests. Failures are left for the per-directory fetch to report.
+        """
+        stale = [n for n in dir_nodes if not self._fresh(self._dir_state(n))]
+        if len(stale) < 2:
+            return
+        try:
+            results = await self.client.list_files_many([n.container for n in stale])
+        except KanboardError as exc:
+            log.debug("batched listing failed, directories will be fetched one by one: %s", exc)
+            return
+        now = self.clock()
+        for dir_node, result in zip(stale, results, strict=True):
+            if isinstance(result, BaseException):
+                continue
+            state = self._dir_state(dir_node)
+            if self._fresh(state) or state.lock.locked():
+                continue
+            state.records = {r.id: r for r in result}
+            state.fetched_at = now
+            self._apply_records(dir_node, state)
+        self.stats.listings += 1
+
     def _view(self, state: _ContainerDir) -> dict[str, int]:
         view = dict(state.entries)
         view.update(state.local)
@@ -355,8 +417,10 @@ class Vfs:
             raise NoEntry()
         if kind is NodeType.PROJECTS:
             project_id = _parse_id(name)
+            if project_id is None:
+                raise NoEntry()
             await self._refresh_projects()
-            if project_id is None or project_id not in self._projects.projects:
+            if project_id not in self._projects.projects:
                 raise NoEntry()
             return self._project_node(project_id)
         assert parent.project_id is not None
@@ -368,15 +432,26 @@ class Vfs:
             raise NoEntry()
         if kind is NodeType.TASKS:
             task_id = _parse_id(name)
+            if task_id is None:
+                raise NoEntry()
             listing = await self._refresh_tasks(parent.project_id)
-            if task_id is None or task_id not in listing.tasks:
+            if task_id not in listing.tasks:
                 raise NoEntry()
             return self._task_node(parent.project_id, task_id)
-        state = await self._refresh_dir(parent)
+        state = self._dir_state(parent)
+        if not (state.fetched_at > -1e17 and self._is_probe(name)):
+            state = await self._refresh_dir(parent)
         ino = self._view(state).get(name)
         if ino is None:
             raise NoEntry()
         return self.node(ino)
+
+    def _is_probe(self, name: str) -> bool:
+        """Names file managers and editors test for everywhere, which we need not re-fetch."""
+        return _matches(name, PROBE_NAMES) or self.is_local_name(name)
+
+    def is_local_name(self, name: str) -> bool:
+        return _matches(name, self.config.local_names)
 
     async def list_dir(self, ino: int) -> list[tuple[str, Node]]:
         """The entries of a directory, fetched if the cached listing is stale."""
@@ -396,7 +471,9 @@ class Vfs:
             ]
         if node.type is NodeType.TASKS:
             listing = await self._refresh_tasks(node.project_id)
-            return [(str(tid), self._task_node(node.project_id, tid)) for tid in listing.tasks]
+            entries = [(str(tid), self._task_node(node.project_id, tid)) for tid in listing.tasks]
+            await self._prefetch([task_node for _, task_node in entries])
+            return entries
         state = await self._refresh_dir(node)
         return [(name, self.node(i)) for name, i in self._view(state).items()]
 
@@ -632,6 +709,8 @@ class Vfs:
                 if size == 0:
                     log.info("%s is empty: kept in this mount only", self.path_of(node))
                     return
+                if node.record is None and self.is_local_name(node.name):
+                    return  # a scratch file: never uploaded (see DEFAULT_LOCAL_NAMES)
                 if size == 1 and pending.path.read_bytes() == b"0":
                     raise ContentUnstorable(
                         "Kanboard cannot store a file whose whole content is '0'"
@@ -654,6 +733,8 @@ class Vfs:
                 replaced = [(container, old)] if old is not None else []
                 replaced += node.stale
                 node.stale = []
+                replaced += self._unhide(self._dir_state(self.node(node.parent)), server_name)
+                replaced = [(c, r) for c, r in replaced if not (c == container and r.id == new_id)]
             for where, stale in replaced:
                 await self._remove_replaced(where, stale, node)
         except BaseException as exc:
@@ -738,6 +819,23 @@ class Vfs:
             dir_ino = self._container_dir_ino(container)
             self._apply_records(self.node(dir_ino), state)
 
+    def _unhide(self, state: _ContainerDir, server_name: str) -> list[tuple[Container, FileRecord]]:
+        """Hidden server files superseded by a new upload of their name."""
+        out = []
+        for record in [r for r in state.hidden.values() if r.name == server_name]:
+            del state.hidden[record.id]
+            holder = self._hider(record)
+            if holder is not None and holder.hides is not None:
+                out.append((holder.hides[0], record))
+                holder.hides = None
+        return out
+
+    def _hider(self, record: FileRecord) -> Node | None:
+        for node in self.inodes:
+            if node.hides is not None and node.hides[1] is record:
+                return node
+        return None
+
     def _container_dir_ino(self, container: Container) -> int:
         if container.task_id is None:
             return self._files_dir_node(container.project_id).ino
@@ -764,6 +862,13 @@ class Vfs:
         if record is not None and record.id in state.records:
             await self._remove_remote(parent.container, record)
             state.records.pop(record.id, None)
+            self.stats.removals += 1
+        if node.hides is not None:
+            where, hidden = node.hides
+            await self._remove_remote(where, hidden)
+            self._dirs.get(where, _ContainerDir()).hidden.pop(hidden.id, None)
+            self._dirs.get(where, _ContainerDir()).records.pop(hidden.id, None)
+            node.hides = None
             self.stats.removals += 1
         state.local.pop(name, None)
         self._apply_records(parent, state)
@@ -852,6 +957,32 @@ class Vfs:
         src_state = self._dir_state(src_dir)
         src_container, source_record = src_dir.container, node.record
         writers = any(h.node is node and h.writable for h in self._handles.values())
+        if node.hides is not None and not self.is_local_name(name_new):
+            # A scratch copy of a server file gets a real name again: it supersedes the file.
+            where, hidden = node.hides
+            node.hides = None
+            self._dirs.get(where, _ContainerDir()).hidden.pop(hidden.id, None)
+            node.stale.append((where, hidden))
+        if (
+            source_record is not None
+            and self.is_local_name(name_new)
+            and (node.pending is None or not node.pending.dirty)
+            and (target is None or target.record is None)
+        ):
+            # vim's backup rename ("doc.txt" -> "doc.txt~"): keep the server file where it is,
+            # out of sight, and give the scratch name a local copy of its content.
+            await self._make_pending(node, truncate=False)
+            assert node.pending is not None
+            if target is not None:
+                self._detach(target, dst_dir, dst_state)
+                self._drop_local(target)
+            src_state.hidden[source_record.id] = source_record
+            self._detach(node, src_dir, src_state)
+            node.hides = (src_container, source_record)
+            node.record = None
+            self.inodes.rekey(node, ("moved", node.ino))
+            self._place(node, dst_dir, dst_state, name_new)
+            return
         if node.pending is not None and (writers or node.pending.dirty or source_record is None):
             # Content that is (or will be) uploaded from local data: move it, upload later
             # or now, and let that upload remove what it supersedes.
@@ -921,6 +1052,48 @@ class Vfs:
         if node.open_handles == 0:
             self._settle(node)
 
+    def web_url(self, node: Node) -> str | None:
+        """The page of a task or project in Kanboard's web UI (derived from the endpoint)."""
+        base = self.client.endpoint.removesuffix("jsonrpc.php")
+        if node.task_id is not None:
+            return f"{base}?controller=TaskViewController&action=show&task_id={node.task_id}"
+        if node.project_id is not None:
+            return f"{base}?controller=BoardViewController&action=show&project_id={node.project_id}"
+        return None
+
+    def xattrs(self, ino: int) -> dict[str, bytes]:
+        """Read-only ``user.kanboard.*`` attributes: what Kanboard knows beyond the bytes."""
+        node = self.node(ino)
+        out: dict[str, str] = {}
+        if node.type is NodeType.FILE:
+            record = node.record
+            if record is not None and node.pending is None:
+                out["user.kanboard.id"] = str(record.id)
+                out["user.kanboard.uploader"] = record.username or (
+                    "" if record.user_id == 0 else str(record.user_id)
+                )
+                out["user.kanboard.date"] = time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.date)
+                )
+                out["user.kanboard.is_image"] = "1" if record.is_image else "0"
+            url = self.web_url(node)
+            if url and record is not None:
+                out["user.kanboard.url"] = url
+        elif node.type is NodeType.TASK:
+            task = self._tasks.get(node.project_id or 0, _TaskList()).tasks.get(node.task_id or 0)
+            if task is not None:
+                out["user.kanboard.title"] = task.title
+                out["user.kanboard.status"] = "open" if task.is_active else "closed"
+            out["user.kanboard.id"] = str(node.task_id)
+            out["user.kanboard.url"] = self.web_url(node) or ""
+        elif node.type in (NodeType.PROJECT, NodeType.PROJECT_FILES, NodeType.TASKS):
+            project = self._projects.projects.get(node.project_id or 0)
+            if project is not None:
+                out["user.kanboard.name"] = project.name
+            out["user.kanboard.id"] = str(node.project_id)
+            out["user.kanboard.url"] = self.web_url(node) or ""
+        return {k: v.encode("utf-8", "surrogateescape") for k, v in out.items()}
+
     def statfs(self) -> dict[str, int]:
         block = 4096
         total = 1 << 40  # Kanboard reports no quota: advertise plenty so copies start
@@ -945,6 +1118,10 @@ def _parse_id(name: str) -> int | None:
     if not name.isascii() or not name.isdigit() or (len(name) > 1 and name[0] == "0"):
         return None
     return int(name)
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def _copy_for_cache(path: Path) -> Path:

@@ -7,6 +7,7 @@ set up state with it must not depend on the code under test.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import subprocess
@@ -130,8 +131,6 @@ class KanboardServer:
         elif isinstance(body, bytes):
             content = body
         else:
-            import json
-
             content = json.dumps(body).encode()
         basic = ("jsonrpc", self.token) if auth == "token" else auth
         resp = self.http.post(self.url, content=content, auth=basic)  # type: ignore[arg-type]

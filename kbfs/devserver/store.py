@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kbfs.devserver.images import image_size
-from kbfs.devserver.php import PhpTypeError, to_php_string
+from kbfs.devserver.php import PhpTypeError, to_php_string, valid_path_id
 
 __all__ = ["FileKind", "InvalidPathId", "Store", "hash_password"]
 
@@ -354,12 +354,12 @@ class Store:
             ok = bool(row["is_active"]) and (
                 _verify_password(row["password"], password) or (bool(token) and token == password)
             )
-            if ok:
+            if ok and (row["nb_failed_login"] or row["lock_expiration_date"]):
                 db.execute(
                     "UPDATE users SET nb_failed_login = 0, lock_expiration_date = 0 WHERE id = ?",
                     (row["id"],),
                 )
-            else:
+            elif not ok:
                 failures = row["nb_failed_login"] + 1
                 lock = now + LOCKOUT_SECONDS if failures > LOCKOUT_AFTER else 0
                 db.execute(
@@ -760,8 +760,6 @@ class Store:
         image-named upload that is not an image.  Returns None when the FK insert fails (a project
         that does not exist), again leaving the written file orphaned.
         """
-        from kbfs.devserver.php import valid_path_id
-
         owner_id = valid_path_id(owner_ref)
         if owner_id is None:
             raise InvalidPathId("Invalid ID provided for file path generation")

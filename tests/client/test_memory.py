@@ -165,9 +165,8 @@ async def test_64mib_roundtrip_in_bounded_memory() -> None:
             tracemalloc.start()
             try:
                 tracemalloc.reset_peak()
-                file_id = await client.create_file(
-                    container, "big.bin", PatternSource(SIZE), SIZE  # type: ignore[arg-type]
-                )
+                source: Any = PatternSource(SIZE)
+                file_id = await client.create_file(container, "big.bin", source, SIZE)
                 _, upload_peak = tracemalloc.get_traced_memory()
                 tracemalloc.reset_peak()
                 sink = HashSink()
