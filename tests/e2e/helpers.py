@@ -136,5 +136,3 @@ class Mounter:
                 problems.append(f"{m.path}: unexpected exception in the log:\n{text[-4000:]}")
         if problems:
             raise AssertionError("\n".join(problems))
-
-

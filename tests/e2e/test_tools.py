@@ -47,8 +47,11 @@ def test_vim_default_settings(kb, mnt: Mounted, task) -> None:  # type: ignore[n
     kb.reset_stats()
     subprocess.run(
         ["vim", "--clean", "-c", "%s/one/ONE/", "-c", "wq", str(d / "doc.txt")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        timeout=30, check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=30,
+        check=True,
     )
     assert server_files(kb, task["t"]) == {"doc.txt": b"line ONE\nline two\n"}
     calls = kb.stats()["calls"]
@@ -63,8 +66,11 @@ def test_vim_new_file(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untype
     d = tdir(mnt, task)
     subprocess.run(
         ["vim", "--clean", "-c", "normal ihello from vim", "-c", "wq", str(d / "new.txt")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        timeout=30, check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=30,
+        check=True,
     )
     assert server_files(kb, task["t"])["new.txt"] == b"hello from vim\n"
     assert sorted(server_files(kb, task["t"])) == ["doc.txt", "new.txt"]
@@ -97,8 +103,14 @@ def test_libreoffice_lock_and_scratch_files_stay_local(kb, mnt: Mounted, task) -
     d = tdir(mnt, task)
     os.listdir(d)
     kb.reset_stats()
-    scratch = [".~lock.doc.txt#", ".doc.txt.swp", "4913", "doc.txt~", ".#doc.txt",
-               ".goutputstream-XYZ123"]
+    scratch = [
+        ".~lock.doc.txt#",
+        ".doc.txt.swp",
+        "4913",
+        "doc.txt~",
+        ".#doc.txt",
+        ".goutputstream-XYZ123",
+    ]
     for name in scratch:
         (d / name).write_bytes(b"scratch data " + name.encode())
     assert set(scratch) <= set(os.listdir(d))
@@ -198,8 +210,16 @@ def test_gio_list_copy_move_remove_and_trash(kb, mnt: Mounted, task, tmp_path: P
 def test_file_manager_probes_cost_no_call_after_the_first(kb, mounter, task) -> None:  # type: ignore[no-untyped-def]
     m = mounter(kb, ttl=0.2)
     d = tdir(m, task)
-    probes = [".hidden", ".directory", ".Trash", f".Trash-{os.getuid()}", "autorun.inf",
-              "desktop.ini", ".DS_Store", ".thumbnails"]
+    probes = [
+        ".hidden",
+        ".directory",
+        ".Trash",
+        f".Trash-{os.getuid()}",
+        "autorun.inf",
+        "desktop.ini",
+        ".DS_Store",
+        ".thumbnails",
+    ]
     os.listdir(d)
     for _ in range(3):
         time.sleep(0.4)  # the listing is stale now; probes still need no call
