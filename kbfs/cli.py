@@ -1,4 +1,4 @@
-"""Command line: ``kbfs mount | umount | demo | server``.
+"""Command line: ``kbfs mount | umount | status | clear | demo | server | install-helper``.
 
 Argument parsing and process plumbing only (daemonizing, logging set-up, exit codes); the mount
 itself is ``kbfs.mount``. Errors a person can act on end as one line on stderr and exit 1.
@@ -7,6 +7,7 @@ itself is ``kbfs.mount``. Errors a person can act on end as one line on stderr a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -22,14 +23,65 @@ from kbfs import __version__
 
 log = logging.getLogger("kbfs")
 
+EXAMPLES_MAIN = """examples:
+  kbfs demo                                         # built-in server with sample data
+  kbfs mount https://kb.example.com ~/kb --token-file ~/.config/kbfs/token
+  kbfs mount work ~/kb                              # a remote of the config file
+  kbfs status
+  kbfs clear --yes ~/kb/projects/1/tasks/42
+  kbfs umount ~/kb
+
+Each command has its own --help with examples. mount(8), fstab and systemd: see README.md.
+"""
+
 EXAMPLES_MOUNT = """examples:
   kbfs mount https://kanboard.example.com /mnt/kanboard --token-file ~/.config/kbfs/token
   KBFS_TOKEN_FILE=~/.kbtoken kbfs mount https://kb.example.com/kanboard ~/kb -o ro,umask=077
   kbfs mount https://kb.example.com ~/kb --user alice --token-file ~/.config/kbfs/alice
+  kbfs mount work ~/kb -o dir_cache_ttl=30          # remote "work" of the config file
+  kbfs mount -f -v work ~/kb                        # foreground, log to stderr
+
+SOURCE is a Kanboard URL or the name of a remote in the config file
+(/etc/kbfs/config.toml, or ~/.config/kbfs/config.toml for a user; see README.md).
+Precedence: [defaults] < the remote's table < -o < --user/--token-file.
+Without -f, kbfs returns once the mount is up (exit 0), or prints why not (exit 1).
+"""
+
+EXAMPLES_STATUS = """examples:
+  kbfs status                  # every kbfs mount of this machine
+  kbfs status ~/kb             # just this one
+  kbfs status --json | jq .    # for scripts
+
+For each mount: server and user, the process, files not uploaded yet (and where their
+bytes are kept), the content cache and counters.
+"""
+
+EXAMPLES_CLEAR = """examples:
+  kbfs clear ~/kb/projects/3/tasks/42          # asks first
+  kbfs clear --yes ~/kb/projects/3/files       # no question (scripts)
+
+Removes every attachment of that task or project in Kanboard with one call
+(removeAllTaskFiles / removeAllProjectFiles), made by the process serving the mount.
+This cannot be undone.
+"""
+
+EXAMPLES_UMOUNT = """examples:
+  kbfs umount ~/kb
+  umount /mnt/kanboard         # as root, the same
+"""
+
+EXAMPLES_INSTALL = """examples:
+  sudo .venv/bin/kbfs install-helper            # /sbin/mount.fuse.kbfs, /usr/local/bin/kbfs
+  sudo .venv/bin/kbfs install-helper --remove
+
+After this, mount(8), /etc/fstab and systemd units can mount kbfs:
+  mount -t fuse.kbfs https://kb.example.com /mnt/kanboard -o token_file=/etc/kbfs/token
 """
 
 
 def _setup_logging(level: str | None, verbose: int, log_file: str | None = None) -> None:
+    """One plain line per message: in the foreground to stderr (journald adds the time and
+    the unit under systemd), in the background to a file with timestamps."""
     name = (level or ("DEBUG" if verbose > 1 else "INFO" if verbose else "WARNING")).upper()
     handler: logging.Handler
     if log_file:
@@ -88,15 +140,28 @@ def _daemonize() -> Callable[[str | None], None]:
     return report
 
 
+def _resolve_source(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """(url, options) from SOURCE (a URL or a remote name), the config file and ``-o``."""
+    from kbfs.config import load_config, looks_like_url
+
+    config = load_config(getattr(args, "config", None))
+    remote = None if looks_like_url(args.url) else config.remote(args.url)
+    if remote is None and not looks_like_url(args.url):
+        where = f"in {config.path}" if config.path else "(there is no config file)"
+        raise ValueError(f"{args.url!r} is not a URL, and no remote of that name is {where}")
+    return (remote.url if remote else args.url), config.options(remote, args.o or [])
+
+
 def cmd_mount(args: argparse.Namespace) -> int:
     # Imports that start nothing, but keep `kbfs --help` fast.
     from kbfs.client.api import Credentials
+    from kbfs.config import ConfigError
     from kbfs.credentials import CredentialError, load_secret
-    from kbfs.options import OptionError, parse_options
+    from kbfs.options import OptionError
 
     try:
-        options = parse_options(args.o or [])
-    except OptionError as exc:
+        url, options = _resolve_source(args)
+    except (OptionError, ConfigError, ValueError) as exc:
         return _fail(str(exc))
     mountpoint = Path(args.mountpoint).expanduser().resolve()
     if not mountpoint.is_dir():
@@ -118,10 +183,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if not args.foreground:
         report = _daemonize()
     _setup_logging(args.log_level or options.log_level, args.verbose, log_file)
-    return _serve(args.url, mountpoint, options, credentials, report)
+    return _serve(url, mountpoint, options, credentials, report, args.foreground)
 
 
-def _serve(url, mountpoint, options, credentials, report) -> int:  # type: ignore[no-untyped-def]
+def _serve(url, mountpoint, options, credentials, report, foreground=True) -> int:  # type: ignore[no-untyped-def]
     import trio
 
     from kbfs.client.errors import AuthenticationError, KanboardError
@@ -149,9 +214,10 @@ def _serve(url, mountpoint, options, credentials, report) -> int:  # type: ignor
         return 0
     if ready:
         log.error("%s", message)
-    else:
-        report(message)
+    elif foreground:
         print(f"kbfs: {message}", file=sys.stderr)
+    else:
+        report(message)  # the waiting parent prints it: one line, once
     return 1
 
 
@@ -162,6 +228,132 @@ def cmd_umount(args: argparse.Namespace) -> int:
             return proc.returncode
     proc = subprocess.run(["umount", args.mountpoint], check=False)
     return proc.returncode
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from kbfs import status
+
+    found = list(status.iter_found())
+    if args.mountpoint:
+        entry = status.mount_containing(Path(args.mountpoint).expanduser().absolute())
+        if entry is None:
+            return _fail(f"{args.mountpoint} is not on a kbfs mount")
+        found = [f for f in found if f.entry.mountpoint == entry.mountpoint]
+    for f in found:
+        # Fresher than the file (rewritten every few seconds) when we may ask the process.
+        control = (f.status or {}).get("control")
+        if control and f.problem is None and os.access(control, os.W_OK):
+            with contextlib.suppress(status.ControlError):
+                f.status = status.ask_daemon(control, {"op": "status"}, timeout=5)
+    if args.json:
+        out = [
+            {"mountpoint": f.entry.mountpoint, "status": f.status, "problem": f.problem}
+            for f in found
+        ]
+        print(json.dumps(out, indent=2, sort_keys=True, default=str))
+        return 0
+    if not found:
+        print("no kbfs mounts")
+        return 0
+    print("\n\n".join(status.format_found(f) for f in found))
+    return 0
+
+
+def _container_label(rel: list[str]) -> str | None:
+    """ "task 42 of project 3" for projects/3/tasks/42, None if not a files directory."""
+    if len(rel) == 3 and rel[0] == "projects" and rel[2] == "files":
+        return f"project {rel[1]}'s own files"
+    if len(rel) == 4 and rel[0] == "projects" and rel[2] == "tasks":
+        return f"task {rel[3]} (project {rel[1]})"
+    return None
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    from kbfs import status
+
+    path = Path(args.dir).expanduser().absolute()
+    entry = status.mount_containing(path)
+    if entry is None:
+        return _fail(f"{args.dir} is not on a kbfs mount")
+    rel = [p for p in os.path.relpath(path, entry.mountpoint).split(os.sep) if p != "."]
+    label = _container_label(rel)
+    if label is None:
+        return _fail(
+            f"{args.dir} is not a files directory: give MOUNT/projects/ID/files or"
+            " MOUNT/projects/ID/tasks/ID"
+        )
+    try:
+        names = os.listdir(path)
+    except OSError as exc:
+        return _fail(f"cannot list {args.dir}: {exc.strerror}")
+    found = status.find_status(entry)
+    control = (found.status or {}).get("control")
+    if not control or found.problem:
+        return _fail(f"cannot reach the kbfs process of {entry.mountpoint}: {found.problem}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            return _fail("not removing anything without confirmation: add --yes")
+        sys.stderr.write(
+            f"Remove all {len(names)} file(s) of {label} from Kanboard? This cannot be undone."
+            " [y/N] "
+        )
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            print("kbfs: nothing removed", file=sys.stderr)
+            return 1
+    try:
+        answer = status.ask_daemon(control, {"op": "clear", "path": "/".join(rel)})
+    except status.ControlError as exc:
+        return _fail(f"{args.dir}: {exc}")
+    print(f"kbfs: removed {answer.get('removed', 0)} file(s) of {label}")
+    return 0
+
+
+HELPER_MARK = "# written by `kbfs install-helper`"
+
+
+def _wrapper(module: str) -> str:
+    # -I: no current directory on sys.path, no PYTHON* variables from mount(8)'s caller.
+    return f"#!/bin/sh\n{HELPER_MARK}\nexec '{sys.executable}' -I -m {module} \"$@\"\n"
+
+
+def cmd_install_helper(args: argparse.Namespace) -> int:
+    """Put kbfs where mount(8) (``/sbin/mount.fuse.kbfs``) and units (``/usr/local/bin``) look.
+
+    Both are small scripts that run this Python environment's kbfs; files kbfs did not write
+    are never replaced. Running it again is harmless.
+    """
+    targets = [
+        (Path(args.sbin) / "mount.fuse.kbfs", _wrapper("kbfs.mounthelper")),
+        (Path(args.bin) / "kbfs", _wrapper("kbfs")),
+    ]
+    status = 0
+    for path, text in targets:
+        current = path.read_text(errors="replace") if path.is_file() else None
+        if (path.exists() or path.is_symlink()) and (current is None or HELPER_MARK not in current):
+            print(f"kbfs: {path} exists and was not written by kbfs; left alone", file=sys.stderr)
+            status = 1
+            continue
+        if args.remove:
+            if current is not None:
+                path.unlink()
+                print(f"removed {path}")
+            continue
+        if current == text:
+            print(f"{path}: up to date")
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text)
+            tmp.chmod(0o755)
+            tmp.replace(path)
+        except OSError as exc:
+            return _fail(f"cannot write {path}: {exc.strerror} (run as root)")
+        print(f"installed {path}")
+    return status
 
 
 def _default_demo_mountpoint() -> Path:
@@ -235,49 +427,99 @@ def cmd_server(rest: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
+    # -v/--log-level work before or after the command; SUPPRESS keeps a subcommand's absent
+    # flag from resetting what was given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output"
+    )
+    common.add_argument(
+        "--log-level", default=argparse.SUPPRESS, help="DEBUG, INFO, WARNING or ERROR"
+    )
     parser = argparse.ArgumentParser(
         prog="kbfs",
         description="Mount a Kanboard server's file attachments as a directory tree.",
-        epilog="examples:\n  kbfs demo\n  kbfs mount https://kb.example.com ~/kb "
-        "--token-file ~/.config/kbfs/token\n  kbfs umount ~/kb",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES_MAIN,
+        formatter_class=raw,
+        parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"kbfs {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def logging_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-        p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     m = sub.add_parser(
         "mount",
         help="mount a Kanboard server",
+        description="Mount a Kanboard server (or a remote of the config file).",
         epilog=EXAMPLES_MOUNT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=raw,
+        parents=[common],
     )
-    m.add_argument("url", help="Kanboard URL (https://host, .../jsonrpc.php, or a sub-path)")
-    m.add_argument("mountpoint")
+    m.add_argument("url", metavar="SOURCE", help="Kanboard URL, or a remote name from the config")
+    m.add_argument("mountpoint", metavar="MOUNTPOINT")
     m.add_argument("--token-file", help="file holding the API token (or the user's password)")
     m.add_argument("--user", help="log in as this user (default: the application API token)")
+    m.add_argument("--config", metavar="FILE", help="config file (default: see below)")
     m.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     m.add_argument("-o", action="append", metavar="OPT[,OPT...]", help="mount options")
     m.add_argument("--log-file", help="log here (default in the background: the state dir)")
-    logging_args(m)
     m.set_defaults(func=cmd_mount)
 
-    u = sub.add_parser("umount", help="unmount (same as fusermount3 -u)")
+    u = sub.add_parser(
+        "umount",
+        help="unmount (same as fusermount3 -u)",
+        epilog=EXAMPLES_UMOUNT,
+        formatter_class=raw,
+        parents=[common],
+    )
     u.add_argument("mountpoint")
     u.set_defaults(func=cmd_umount)
+
+    st = sub.add_parser(
+        "status",
+        help="show every kbfs mount: server, unsaved files, cache",
+        epilog=EXAMPLES_STATUS,
+        formatter_class=raw,
+        parents=[common],
+    )
+    st.add_argument("mountpoint", nargs="?", help="only the mount holding this path")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=cmd_status)
+
+    c = sub.add_parser(
+        "clear",
+        help="remove all attachments of a task or project (one call)",
+        epilog=EXAMPLES_CLEAR,
+        formatter_class=raw,
+        parents=[common],
+    )
+    c.add_argument(
+        "dir", metavar="DIR", help="MOUNT/projects/ID/files or MOUNT/projects/ID/tasks/ID"
+    )
+    c.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    c.set_defaults(func=cmd_clear)
+
+    ih = sub.add_parser(
+        "install-helper",
+        help="install the mount(8) helper /sbin/mount.fuse.kbfs (root)",
+        epilog=EXAMPLES_INSTALL,
+        formatter_class=raw,
+        parents=[common],
+    )
+    ih.add_argument("--remove", action="store_true", help="remove what an earlier run installed")
+    ih.add_argument("--sbin", default="/sbin", help="where mount(8) looks (default /sbin)")
+    ih.add_argument("--bin", default="/usr/local/bin", help="where to put kbfs itself")
+    ih.set_defaults(func=cmd_install_helper)
 
     d = sub.add_parser(
         "demo",
         help="mount a built-in demo server with sample data",
         epilog="example:\n  kbfs demo /tmp/kb   # then, in another shell: ls -lR /tmp/kb/projects",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=raw,
+        parents=[common],
     )
     d.add_argument("mountpoint", nargs="?", help="default: $XDG_RUNTIME_DIR/kbfs-demo or ~")
     d.add_argument("-o", action="append", metavar="OPT[,OPT...]", help="mount options")
-    logging_args(d)
     d.set_defaults(func=cmd_demo)
 
     sub.add_parser(
@@ -288,12 +530,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMMANDS = ("mount", "umount", "status", "clear", "demo", "server", "install-helper")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "server":
         return cmd_server(argv[1:])
+    if len(argv) >= 2 and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        # mount.fuse3's convention (``mount -t fuse.kbfs`` without our helper installed):
+        # it runs ``kbfs SOURCE MOUNTPOINT -o OPTIONS``.
+        from kbfs.mounthelper import main as helper_main
+
+        return helper_main(argv)
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
+    args.verbose = getattr(args, "verbose", 0)
+    args.log_level = getattr(args, "log_level", None)
+    if args.log_level and args.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        return _fail(f"bad --log-level {args.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+    if args.command != "mount":
         _setup_logging(args.log_level, args.verbose)
     return int(args.func(args))
 

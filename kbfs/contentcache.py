@@ -7,7 +7,9 @@ name cannot write outside the cache directory.
 
 A download goes to a temporary name and is renamed into place only once complete and checked
 against the record's size, so a partial download is never served as complete. Concurrent
-readers of one file share one download.
+readers of one file share one download. With a nursery (``start_downloads_in``), a download
+runs in the background and a reader is served as soon as the bytes it asks for have arrived:
+``head -c 100`` of a large cold file does not wait for the whole file.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +39,74 @@ class CacheStats:
 
 
 class _Download:
-    def __init__(self) -> None:
+    """One download in progress: readers wait on ``progress`` (bytes on disk so far)."""
+
+    def __init__(self, part: Path) -> None:
+        self.part = part
         self.done = trio.Event()
         self.error: BaseException | None = None
+        self.progress = 0  # written by the sink, possibly from a worker thread
+
+
+class _ProgressSink:
+    """An unbuffered file sink that publishes how many bytes are on disk."""
+
+    def __init__(self, fd: int, download: _Download) -> None:
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._download = download
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            n = self._file.write(view)
+            view = view[n:]
+        self._download.progress = self._file.tell()
+        return len(data)
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._file.seek(pos, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        # The client rewinds and truncates before a retry: readers must wait again.
+        result = self._file.truncate(size)
+        self._download.progress = min(self._download.progress, result)
+        return result
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Opened:
+    """Content opened for reading: a file descriptor, and the download filling it if any."""
+
+    def __init__(self, fd: int, path: Path, size: int, download: _Download | None) -> None:
+        self.fd = fd
+        self.path = path
+        self.size = size
+        self.download = download
+
+    async def wait_for(self, end: int) -> None:
+        """Return once bytes up to ``end`` (capped at the file size) are on disk."""
+        download = self.download
+        if download is None:
+            return
+        end = min(end, self.size)
+        delay = 0.001
+        while download.progress < end and not download.done.is_set():
+            with trio.move_on_after(delay):
+                await download.done.wait()
+            delay = min(delay * 2, 0.02)
+        if download.error is not None and download.progress < end:
+            raise FsError(f"download failed: {download.error}")
 
 
 class ContentCache:
@@ -53,6 +121,7 @@ class ContentCache:
         self.max_bytes = max_bytes
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._downloads: dict[str, _Download] = {}
+        self._nursery: trio.Nursery | None = None
         self._pins: dict[Path, int] = {}
         self._downloads_n = 0
         self._hits = 0
@@ -60,6 +129,10 @@ class ContentCache:
         self._evictions = 0
         for stale in root.glob("*.part"):
             stale.unlink(missing_ok=True)
+
+    def start_downloads_in(self, nursery: trio.Nursery) -> None:
+        """Let downloads outlive the request that started them (progressive reads)."""
+        self._nursery = nursery
 
     def statistics(self) -> CacheStats:
         return CacheStats(self._downloads_n, self._hits, self._bytes, self._evictions)
@@ -91,35 +164,76 @@ class ContentCache:
         if path is not None:
             self._hits += 1
             return path
-        key = self.cache_name(record)
-        running = self._downloads.get(key)
-        if running is None:
-            running = _Download()
-            self._downloads[key] = running
-            try:
-                await self._download(container, record)
-            except BaseException as exc:
-                running.error = exc
-                raise
-            finally:
-                del self._downloads[key]
-                running.done.set()
-        else:
-            await running.done.wait()
-            if running.error is not None:
-                raise FsError(f"shared download failed: {running.error}")
+        download, run_here = self._start(container, record)
+        if run_here is not None:
+            await run_here()
+        await download.done.wait()
+        if download.error is not None:
+            raise FsError(f"download failed: {download.error}") from download.error
         path = self.lookup(record)
         if path is None:
-            raise FsError(f"{key}: download vanished from the cache")
+            raise FsError(f"{self.cache_name(record)}: download vanished from the cache")
         return path
 
-    async def _download(self, container: Container, record: FileRecord) -> None:
-        final = self.path_for(record)
-        part = final.with_name(final.name + f".{os.getpid()}.part")
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    async def open(self, container: Container, record: FileRecord) -> Opened:
+        """Open ``record``'s content for reading; it may still be arriving (see ``Opened``)."""
+        path = self.lookup(record)
+        if path is not None:
+            self._hits += 1
+            return Opened(os.open(path, os.O_RDONLY), path, record.size, None)
+        if self._nursery is None:
+            path = await self.ensure(container, record)
+            return Opened(os.open(path, os.O_RDONLY), path, record.size, None)
+        download, _ = self._start(container, record)
         try:
-            with os.fdopen(fd, "wb", buffering=1024 * 1024) as sink:
-                written = await self.client.download_file(container, record.id, sink)
+            fd = os.open(download.part, os.O_RDONLY)
+        except FileNotFoundError:  # finished (or failed) between the two lines
+            path = await self.ensure(container, record)
+            return Opened(os.open(path, os.O_RDONLY), path, record.size, None)
+        return Opened(fd, self.path_for(record), record.size, download)
+
+    def _start(
+        self, container: Container, record: FileRecord
+    ) -> tuple[_Download, Callable[[], Awaitable[None]] | None]:
+        """The running download of ``record``, started now if there is none.
+
+        Without a nursery the caller gets the download's coroutine function to await itself.
+        """
+        key = self.cache_name(record)
+        running = self._downloads.get(key)
+        if running is not None:
+            return running, None
+        final = self.path_for(record)
+        download = _Download(final.with_name(final.name + f".{os.getpid()}.part"))
+        fd = os.open(download.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._downloads[key] = download
+
+        async def run() -> None:
+            try:
+                await self._download(container, record, download, fd)
+            except Exception as exc:
+                download.error = exc
+                log.warning("download of %s file %d failed: %s", record.kind.value, record.id, exc)
+            finally:
+                del self._downloads[key]
+                download.done.set()
+
+        if self._nursery is not None:
+            self._nursery.start_soon(run)
+            return download, None
+        return download, run
+
+    async def _download(
+        self, container: Container, record: FileRecord, download: _Download, fd: int
+    ) -> None:
+        final = self.path_for(record)
+        part = download.part
+        try:
+            sink = _ProgressSink(fd, download)
+            try:
+                written = await self.client.download_file(container, record.id, sink)  # type: ignore[arg-type]
+            finally:
+                sink.close()
             if written != record.size:
                 # API-FACTS §7: same-name uploads in one second share storage, so a row's
                 # size can disagree with its bytes. Serving them would be serving another file.

@@ -2,29 +2,44 @@
 
 This is the composition root for a mount and the only module that holds a nursery. Stopping
 (SIGTERM, SIGINT, SIGHUP) first waits a bounded time for uploads in flight, then ends the FUSE
-loop and unmounts; an external ``fusermount3 -u`` ends the loop by itself.
+loop and unmounts; an external ``fusermount3 -u`` or ``umount`` ends the loop by itself.
+
+Besides the FUSE loop the nursery runs the status publisher (a JSON snapshot that
+``kbfs status`` reads, see ``kbfs.status``) and the control socket through which
+``kbfs clear`` asks this process, which already holds the credentials and the directory cache,
+to empty a directory. Under systemd it reports READY=1 / STOPPING=1 (``kbfs.sdnotify``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
 import signal
+import socket
+import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 import pyfuse3
 import trio
 
+from kbfs import sdnotify
+from kbfs import status as status_mod
 from kbfs.client.api import Credentials, KanboardClient
+from kbfs.client.errors import KanboardError
 from kbfs.contentcache import ContentCache
 from kbfs.fs import Operations
+from kbfs.inodes import ROOT_INO
 from kbfs.options import MountOptions
 from kbfs.spool import Spool
-from kbfs.vfs import Vfs, VfsConfig
+from kbfs.vfs import DEFAULT_LOCAL_NAMES, Vfs, VfsConfig
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +83,11 @@ def fuse_options(options: MountOptions) -> set[str]:
     return opts
 
 
+def local_names(options: MountOptions) -> tuple[str, ...]:
+    base = DEFAULT_LOCAL_NAMES if options.local_names is None else options.local_names
+    return (*base, *options.local_names_add)
+
+
 async def check_server(client: KanboardClient, credentials: Credentials) -> int | None:
     """One call that proves URL and credentials; returns the user id under user auth."""
     if credentials.is_app_token:
@@ -103,20 +123,28 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
                 read_only=options.read_only,
                 user_id=user_id,
                 upload_drain_timeout=options.timeout,
+                local_names=local_names(options),
             ),
             content,
             spool,
         )
         ops = Operations(vfs, attr_timeout=options.attr_timeout)
+        publisher = StatusPublisher(request, vfs)
         pyfuse3.init(ops, str(request.mountpoint), fuse_options(options))
         log.info("mounted %s at %s", client.endpoint, request.mountpoint)
         try:
-            on_ready()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signal, vfs)
+                vfs.start_background(nursery)
+                if publisher.enabled:
+                    await nursery.start(publisher.serve_control)
+                    nursery.start_soon(publisher.run)
+                on_ready()
+                sdnotify.ready(f"mounted {client.endpoint} at {request.mountpoint}")
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()
         finally:
+            sdnotify.stopping(f"unmounting {request.mountpoint}")
             left = vfs.pending_files()
             if left:
                 log.warning(
@@ -125,6 +153,7 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
                     spool.root,
                 )
             pyfuse3.close(unmount=True)
+            publisher.close()
             log.info("unmounted %s", request.mountpoint)
 
 
@@ -134,7 +163,185 @@ async def _stop_on_signal(vfs: Vfs) -> None:
             log.info(
                 "%s: finishing uploads in flight, then unmounting", signal.Signals(signum).name
             )
+            sdnotify.stopping("finishing uploads in flight, then unmounting")
             if not await vfs.wait_uploads_idle(vfs.config.upload_drain_timeout):
                 log.warning("uploads still running after the grace period; stopping anyway")
             pyfuse3.terminate()
             return
+
+
+class StatusPublisher:
+    """The status file and the control socket of one mount (see ``kbfs.status``).
+
+    Both live in a 0700 runtime dir; the socket additionally checks the caller's uid
+    (SO_PEERCRED): only the mounting user and root may ask this process to remove files.
+    Neither ever carries the secret. If the runtime dir cannot be used, the mount still works;
+    ``kbfs status`` then says no status was published.
+    """
+
+    def __init__(self, request: MountRequest, vfs: Vfs) -> None:
+        self.request = request
+        self.vfs = vfs
+        self.started = time.time()
+        mountpoint = str(request.mountpoint)
+        base = Path("/nonexistent")
+        try:
+            base = status_mod.ensure_private_dir(status_mod.runtime_dir())
+            status_mod.sweep_stale(base)
+            self.enabled = True
+        except OSError as exc:
+            log.warning("no status file for kbfs status: %s", exc)
+            self.enabled = False
+        self.status_file = status_mod.status_path(mountpoint, base)
+        self.control_file = status_mod.control_path(mountpoint, base)
+
+    def snapshot(self) -> dict[str, Any]:
+        options = self.request.options
+        return {
+            "pid": os.getpid(),
+            "uid": os.getuid(),
+            "mountpoint": str(self.request.mountpoint),
+            "url": self.vfs.client.endpoint,
+            "user": self.request.credentials.username,
+            "read_only": options.read_only,
+            "dir_cache_ttl": options.dir_cache_ttl,
+            "started": self.started,
+            "updated": time.time(),
+            "control": str(self.control_file),
+            "vfs": self.vfs.status(),
+        }
+
+    def write(self) -> None:
+        try:
+            status_mod.write_json_atomic(self.status_file, self.snapshot())
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.status_file, exc)
+
+    async def run(self) -> None:
+        """Rewrite the snapshot every few seconds; tell systemd when the backlog changes."""
+        last_pending = -1
+        while True:
+            self.write()
+            pending = len(self.vfs.pending_files())
+            if pending != last_pending:
+                sdnotify.status(
+                    f"mounted at {self.request.mountpoint}"
+                    + (f"; {pending} file(s) not uploaded" if pending else "")
+                )
+                last_pending = pending
+            await trio.sleep(status_mod.STATUS_INTERVAL)
+
+    def close(self) -> None:
+        """At exit both files go: a snapshot of an unmounted mount would only mislead."""
+        if not self.enabled:
+            return
+        for path in (self.status_file, self.control_file):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    async def serve_control(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.control_file.unlink()  # left by a process that was killed
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            await sock.bind(str(self.control_file))
+            os.chmod(self.control_file, 0o600)
+            sock.listen(8)
+        except OSError as exc:
+            sock.close()
+            log.warning("no control socket for kbfs clear: %s", exc)
+            task_status.started()
+            return
+        task_status.started()
+        await trio.serve_listeners(self._handle, [trio.SocketListener(sock)])
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                answer = await self._answer(stream)
+            except Exception as exc:  # one bad request must not end the mount
+                log.exception("control request failed unexpectedly")
+                answer = {"error": f"internal error: {exc.__class__.__name__}"}
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(json.dumps(answer).encode() + b"\n")
+
+    async def _answer(self, stream: trio.SocketStream) -> dict[str, Any]:
+        creds = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        if uid not in (0, os.getuid()):
+            return {"error": "only the user who mounted it (or root) may do this"}
+        data = b""
+        with trio.move_on_after(10):
+            while not data.endswith(b"\n") and len(data) < 65536:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                data += chunk
+        try:
+            request = json.loads(data)
+        except ValueError:
+            return {"error": "garbled request"}
+        if not isinstance(request, dict):
+            return {"error": "garbled request"}
+        if request.get("op") == "status":
+            return self.snapshot()
+        if request.get("op") == "clear":
+            return await clear_directory(self.vfs, str(request.get("path", "")))
+        return {"error": f"unknown request {request.get('op')!r}"}
+
+
+async def clear_directory(vfs: Vfs, rel_path: str) -> dict[str, Any]:
+    """Remove every server file of one file directory with one removeAll* call.
+
+    Refused while files of that directory still wait for their upload: clearing would remove
+    the old server versions and the retry would then bring back only some files, which is not
+    what "clear" promised. Afterwards the listing is fetched again and the kernel told to
+    forget the old names, so the mount shows the empty directory at once.
+    """
+    parts = [p for p in rel_path.split("/") if p]
+    shown = "/" + "/".join(parts)
+    node = vfs.node(ROOT_INO)
+    try:
+        for part in parts:
+            node = await vfs.lookup(node.ino, part)
+    except KanboardError as exc:
+        return {"error": f"{shown}: {exc}"}
+    except Exception:
+        return {"error": f"{shown}: no such directory on this mount"}
+    if not node.type.holds_files:
+        return {
+            "error": f"{shown} is not a files directory (projects/ID/files or projects/ID/tasks/ID)"
+        }
+    if vfs.config.read_only:
+        return {"error": "the mount is read-only"}
+    prefix = shown + "/"
+    pending = vfs.status()["pending_uploads"]
+    assert isinstance(pending, list)
+    waiting = [
+        str(p["path"])
+        for p in pending
+        if not p.get("local_only") and str(p.get("path", "")).startswith(prefix)
+    ]
+    if waiting:
+        return {
+            "error": f"{len(waiting)} file(s) in {shown} are not uploaded yet"
+            f" ({', '.join(waiting[:3])}); wait for them or remove them first"
+        }
+    before = await vfs.list_dir(node.ino)
+    on_server = [name for name, n in before if n.record is not None]
+    try:
+        await vfs.client.remove_all_files(node.container)
+    except KanboardError as exc:
+        return {"error": f"Kanboard refused to clear {shown}: {exc}"}
+    log.info("cleared %s (%d file(s)) with one call", shown, len(on_server))
+    try:
+        # The vfs's own refresh: the listing must not wait for its TTL to show the change.
+        await vfs._refresh_dir(node, force=True)
+    except KanboardError as exc:
+        log.warning("could not list %s again after clearing it: %s", shown, exc)
+    after = {name for name, _ in await vfs.list_dir(node.ino)}
+    for name, _ in before:
+        if name not in after:
+            with contextlib.suppress(OSError):
+                pyfuse3.invalidate_entry_async(node.ino, os.fsencode(name), ignore_enoent=True)
+    return {"removed": len(on_server), "path": shown, "kind": node.container.kind.value}

@@ -85,3 +85,20 @@ def upload_name_error(name: str) -> str | None:
     except UnicodeEncodeError:
         return "name is not valid UTF-8"
     return None
+
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif")
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
+
+
+def image_problem(name: str, head: bytes) -> str | None:
+    """Why Kanboard would refuse this content under this name, or None.
+
+    Kanboard decides "image" by extension alone and then makes a thumbnail; content that is
+    not an image makes it answer HTTP 500 (API-FACTS §8). Checking the magic bytes first turns
+    that into a clear, early error instead of a failed upload.
+    """
+    ext = name.rpartition(".")[2].lower() if "." in name else ""
+    if ext not in IMAGE_EXTENSIONS or head.startswith(_IMAGE_MAGIC):
+        return None
+    return f"Kanboard accepts a .{ext} file only if it is a PNG, JPEG or GIF image"

@@ -15,7 +15,6 @@ IGNORED = frozenset(
         "defaults",
         "auto",
         "noauto",
-        "user",
         "nouser",
         "users",
         "_netdev",
@@ -33,7 +32,12 @@ IGNORED = frozenset(
         "relatime",
     }
 )
-IGNORED_PREFIXES = ("x-systemd.", "x-", "comment=")
+IGNORED_PREFIXES = ("x-systemd.", "x-", "X-", "comment=")
+# fstab's bare ``user`` (any user may mount) is a mount(8) matter; ``user=NAME`` is ours.
+IGNORED_BARE = frozenset({"user"})
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class OptionError(ValueError):
@@ -65,11 +69,24 @@ class MountOptions:
     user: str | None = None
     log_level: str | None = None
     cafile: str | None = None
+    # Name patterns (fnmatch) of files that stay in the mount and never reach Kanboard: None
+    # means kbfs's defaults (editor swap files, lock files, ...); local_names_add extends them.
+    local_names: tuple[str, ...] | None = None
+    local_names_add: tuple[str, ...] = ()
+
+
+def _patterns(value: str) -> tuple[str, ...]:
+    """``PAT:PAT``: colon-separated, since commas already separate mount options."""
+    return tuple(p for p in value.split(":") if p)
 
 
 _INT = {"uid", "gid"}
 _FLOAT = {"dir_cache_ttl", "attr_timeout", "timeout"}
 _STR = {"cache_dir", "state_dir", "token_file", "user", "log_level", "cafile"}
+
+
+FLAGS = frozenset({"ro", "allow_other"})
+VALUED = frozenset(_INT | _FLOAT | _STR | {"umask", "cache_size", "local_names", "local_names_add"})
 
 
 def parse_options(specs: list[str], base: MountOptions | None = None) -> MountOptions:
@@ -82,7 +99,11 @@ def parse_options(specs: list[str], base: MountOptions | None = None) -> MountOp
                 continue
             key, eq, value = item.partition("=")
             key = key.strip()
-            if key in IGNORED or key.startswith(IGNORED_PREFIXES):
+            if (
+                key in IGNORED
+                or key.startswith(IGNORED_PREFIXES)
+                or (key in IGNORED_BARE and not eq)
+            ):
                 continue
             try:
                 if key == "ro":
@@ -93,6 +114,17 @@ def parse_options(specs: list[str], base: MountOptions | None = None) -> MountOp
                     values["umask"] = int(value, 8)
                     if not 0 <= values["umask"] <= 0o777:  # type: ignore[operator]
                         raise ValueError(value)
+                elif key == "local_names":
+                    if not eq:
+                        raise ValueError("empty")
+                    values["local_names"] = _patterns(value)  # empty: nothing is local-only
+                elif key == "local_names_add":
+                    if not _patterns(value):
+                        raise ValueError("empty")
+                    values["local_names_add"] = (
+                        *values["local_names_add"],  # type: ignore[misc]
+                        *_patterns(value),
+                    )
                 elif key == "cache_size":
                     values["cache_size"] = parse_size(value)
                 elif key in _INT:
@@ -102,6 +134,10 @@ def parse_options(specs: list[str], base: MountOptions | None = None) -> MountOp
                     if number < 0:
                         raise ValueError(value)
                     values[key] = number
+                elif key == "log_level":
+                    if value.upper() not in LOG_LEVELS:
+                        raise ValueError(value)
+                    values[key] = value.upper()
                 elif key in _STR:
                     if not eq or not value:
                         raise ValueError("empty")

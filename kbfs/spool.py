@@ -21,6 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -39,6 +40,13 @@ class PendingFile:
     mtime_ns: int = field(default_factory=time.time_ns)
     lock: trio.Lock = field(default_factory=trio.Lock)
     last_error: str | None = None
+    failures: int = 0
+    next_retry: float = 0.0  # time.monotonic() before which the background retry waits
+    # Wall-clock time a create*File was sent whose answer never came: the file may exist on
+    # the server, so the next attempt first looks for it (never uploads twice).
+    attempt_started: float | None = None
+    permanent: bool = False  # the server refuses these bytes for good: recover, don't retry
+    created: float = field(default_factory=time.time)
 
     @property
     def dirty(self) -> bool:
@@ -95,14 +103,81 @@ class Spool:
             "name": name,
             "replaces_file_id": replaces.id if replaces else None,
             "replaces_etag": replaces.etag if replaces else None,
-            "created": time.time(),
+            "replaces_name": replaces.name if replaces else None,
+            "created": pending.created,
+            "attempt_started": pending.attempt_started,
+            "failures": pending.failures,
             "last_error": pending.last_error,
         }
-        tmp = pending.meta_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
-        os.replace(tmp, pending.meta_path)
+        _write_json(pending.meta_path, record)
+
+    def sync(self, pending: PendingFile) -> None:
+        """Make the bytes and their description durable (before close() returns)."""
+        for path in (pending.path, pending.meta_path):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(self.root)
+
+    def load_leftovers(self) -> list[tuple[PendingFile, dict[str, Any]]]:
+        """Pending files an earlier mount of this server left behind (crash, failed upload)."""
+        found = []
+        for meta_path in sorted(self.root.glob("*.json")):
+            data_path = meta_path.with_suffix(".data")
+            try:
+                meta = json.loads(meta_path.read_text())
+                if not data_path.exists() or not isinstance(meta, dict):
+                    raise ValueError("incomplete")
+                int(meta["project_id"])
+                str(meta["name"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring unreadable spool entry %s: %s", meta_path, exc)
+                continue
+            pending = PendingFile(
+                serial=meta_path.stem,
+                path=data_path,
+                meta_path=meta_path,
+                version=1,
+                uploaded_version=0,
+                last_error=meta.get("last_error"),
+                failures=int(meta.get("failures") or 0),
+                attempt_started=meta.get("attempt_started"),
+                created=float(meta.get("created") or time.time()),
+            )
+            found.append((pending, meta))
+        return found
+
+    @property
+    def recovered_root(self) -> Path:
+        return self.root.parent / "recovered"
+
+    def recover(self, pending: PendingFile, name: str, reason: str, meta: dict[str, Any]) -> Path:
+        """Move bytes the server refuses for good out of the spool, where a person finds them."""
+        root = self.recovered_root
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        safe = "".join(c if c.isalnum() or c in "._- " else "_" for c in name)[:100] or "file"
+        target = root / f"{stamp}-{pending.serial}-{safe}"
+        os.replace(pending.path, target)
+        _write_json(target.with_name(target.name + ".json"), {**meta, "reason": reason})
+        pending.meta_path.unlink(missing_ok=True)
+        _fsync_dir(root)
+        return target
+
+    def recovered(self) -> list[dict[str, Any]]:
+        out = []
+        for meta_path in sorted(self.recovered_root.glob("*.json")):
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                continue
+            out.append({**meta, "file": str(meta_path.with_suffix(""))})
+        return out
 
     def discard(self, pending: PendingFile) -> None:
         pending.path.unlink(missing_ok=True)
@@ -119,3 +194,19 @@ class Spool:
     def leftovers(self) -> list[Path]:
         """Data files present in the spool (pending uploads from this or an earlier mount)."""
         return sorted(self.root.glob("*.data"))
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -12,6 +12,7 @@ a storage path); a pending file's lock is held for its whole upload and by write
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import logging
@@ -26,9 +27,19 @@ from pathlib import Path
 import trio
 
 from kbfs.client.api import KanboardClient
-from kbfs.client.errors import KanboardError, NotFound
+from kbfs.client.errors import (
+    AuthenticationError,
+    KanboardError,
+    NotFound,
+    PermissionDenied,
+    Rejected,
+    RpcError,
+    ServerError,
+    SourceError,
+    TransportError,
+)
 from kbfs.client.models import Container, FileRecord, Kind, Project, Task
-from kbfs.contentcache import ContentCache
+from kbfs.contentcache import ContentCache, Opened
 from kbfs.errors import (
     AccessDenied,
     ContentUnstorable,
@@ -44,7 +55,7 @@ from kbfs.errors import (
     to_errno,
 )
 from kbfs.inodes import ROOT_INO, InodeTable, Node, NodeType, file_key
-from kbfs.names import assign_names, upload_name_error
+from kbfs.names import assign_names, image_problem, upload_name_error
 from kbfs.spool import PendingFile, Spool
 
 log = logging.getLogger(__name__)
@@ -115,6 +126,7 @@ class Handle:
     writable: bool
     pinned: os.PathLike[str] | None = None
     keep_cache: bool = False
+    arriving: Opened | None = None  # content still downloading: reads wait for their bytes
 
 
 @dataclass(eq=False)
@@ -581,14 +593,16 @@ class Vfs:
         if node.pending is not None:
             fd = os.open(node.pending.path, os.O_RDWR if writable else os.O_RDONLY)
         elif node.record is not None:
-            path = await self.content.ensure(node.container, node.record)
-            fd = os.open(path, os.O_RDONLY)
-            self.content.pin(path)
-            pinned = path
+            opened = await self.content.open(node.container, node.record)
+            fd = opened.fd
+            self.content.pin(opened.path)
+            pinned = opened.path
             keep_cache = True  # a server version's content never changes
         else:
             raise NoEntry("file has no content")
         handle = Handle(self._alloc_fh(), node, fd, writable, pinned, keep_cache)
+        if node.pending is None and node.record is not None:
+            handle.arriving = opened
         self._handles[handle.fh] = handle
         node.open_handles += 1
         return handle
@@ -626,8 +640,10 @@ class Vfs:
         node.open_handles += 1
         return handle
 
-    def read(self, fh: int, offset: int, size: int) -> bytes:
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self.handle(fh)
+        if handle.arriving is not None:
+            await handle.arriving.wait_for(offset + size)
         return os.pread(handle.fd, size, offset)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -691,7 +707,9 @@ class Vfs:
 
         Order matters: the new file is created and confirmed (get*File) before the old one is
         removed, so a failure at any point leaves at least one complete copy on the server.
-        On failure the bytes stay in the spool and the error propagates to close().
+        On failure the bytes stay in the spool (fsync'ed, with what they are for) and the error
+        propagates to close(). A create whose answer was lost is looked for on the server
+        before anything is sent again, so no file is ever uploaded twice.
         """
         pending = node.pending
         if pending is None:
@@ -708,38 +726,78 @@ class Vfs:
                 size = pending.size()
                 if size == 0:
                     log.info("%s is empty: kept in this mount only", self.path_of(node))
+                    self.spool.sync(pending)
                     return
                 if node.record is None and self.is_local_name(node.name):
+                    self.spool.sync(pending)
                     return  # a scratch file: never uploaded (see DEFAULT_LOCAL_NAMES)
                 if size == 1 and pending.path.read_bytes() == b"0":
                     raise ContentUnstorable(
                         "Kanboard cannot store a file whose whole content is '0'"
                     )
+                with open(pending.path, "rb") as head:
+                    problem = image_problem(server_name, head.read(16))
+                if problem is not None:
+                    raise ContentUnstorable(problem)
                 version = pending.version
-                try:
-                    with open(pending.path, "rb") as source:
-                        new_id = await self.client.create_file(container, server_name, source, size)
-                except BaseException as exc:
-                    pending.last_error = str(exc)
+                record = await self._find_lost_upload(container, server_name, size, pending)
+                if record is None:
+                    pending.attempt_started = time.time()
                     self.spool.describe(pending, container, server_name, node.record)
-                    raise
-                record = await self._confirm(container, new_id, server_name, size)
+                    try:
+                        with open(pending.path, "rb") as source:
+                            new_id = await self.client.create_file(
+                                container, server_name, source, size
+                            )
+                    except (
+                        AuthenticationError,
+                        PermissionDenied,
+                        Rejected,
+                        RpcError,
+                        SourceError,
+                    ):
+                        pending.attempt_started = None  # answered: nothing was created
+                        raise
+                    except TransportError as exc:
+                        if not exc.request_sent:
+                            pending.attempt_started = None
+                        raise
+                    # Anything else (a 500, a garbled answer, a cancelled request) may have
+                    # created the file: attempt_started stays, the next attempt looks first.
+                    pending.attempt_started = None
+                    record = await self._confirm(container, new_id, server_name, size)
                 pending.uploaded_version = version
                 pending.last_error = None
+                pending.failures = 0
                 old = node.record
                 self._attach(node, record, old)
                 self.stats.uploads += 1
-                log.info("uploaded %s (%d bytes) as file %d", self.path_of(node), size, new_id)
+                log.info("uploaded %s (%d bytes) as file %d", self.path_of(node), size, record.id)
                 replaced = [(container, old)] if old is not None else []
                 replaced += node.stale
                 node.stale = []
                 replaced += self._unhide(self._dir_state(self.node(node.parent)), server_name)
-                replaced = [(c, r) for c, r in replaced if not (c == container and r.id == new_id)]
+                replaced = [
+                    (c, r) for c, r in replaced if not (c == container and r.id == record.id)
+                ]
+                if not pending.dirty:
+                    self.spool.release_data(pending)  # the description is no longer needed
             for where, stale in replaced:
                 await self._remove_replaced(where, stale, node)
+            if node.open_handles == 0:
+                self._settle(node)  # a background upload: nobody will close this file
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self.stats.upload_failures += 1
+                pending.last_error = str(exc)
+                pending.failures += 1
+                pending.next_retry = self.clock() + min(300.0, 2.0 * 2**pending.failures)
+                pending.permanent = _is_permanent(exc, pending.failures)
+                try:
+                    self.spool.describe(pending, container, server_name, node.record)
+                    self.spool.sync(pending)
+                except OSError as disk:
+                    log.error("could not record the spool entry of %s: %s", pending.path, disk)
                 log.error(
                     "upload of %s failed: %s; the %d bytes are kept in %s",
                     self.path_of(node),
@@ -753,6 +811,30 @@ class Vfs:
             self._uploads_in_flight -= 1
             if self._uploads_in_flight == 0:
                 self._uploads_idle.set()
+
+    async def _find_lost_upload(
+        self, container: Container, name: str, size: int, pending: PendingFile
+    ) -> FileRecord | None:
+        """After a create whose answer was lost: the file it made, if it made one."""
+        if pending.attempt_started is None:
+            return None
+        started = pending.attempt_started
+        known = self._dirs.get(container, _ContainerDir()).records
+        records = await self.client.list_files(container)
+        candidates = [
+            r
+            for r in records
+            if r.name == name and r.size == size and r.date >= int(started) - 1 and r.id
+        ]
+        # Prefer one this mount has not seen before: it is the lost upload's.
+        candidates.sort(key=lambda r: (r.id in known, -r.date, -r.id))
+        pending.attempt_started = None
+        if not candidates:
+            return None
+        log.info(
+            "the upload of %s sent at %.0f did arrive: file %d", name, started, candidates[0].id
+        )
+        return candidates[0]
 
     async def _confirm(
         self, container: Container, file_id: int, name: str, size: int
@@ -791,6 +873,12 @@ class Vfs:
         state = self._dir_state(parent)
         if (record.kind, record.id) in self._provisional:
             self._provisional[(record.kind, record.id)] = node.ino
+        twin = self.inodes.by_key(file_key(record))
+        if twin is not None and twin is not node:
+            # A listing showed this very upload before we knew it was ours (a lost answer):
+            # this node, which holds the content, becomes the file.
+            self.inodes.rekey(twin, ("superseded", twin.ino))
+            twin.linked = False
         self.inodes.rekey(node, file_key(record))
         node.record = record
         if old is not None:
@@ -802,6 +890,14 @@ class Vfs:
     async def _remove_replaced(self, container: Container, old: FileRecord, node: Node) -> None:
         """Remove a server version that a confirmed upload has superseded."""
         try:
+            if not old.path:
+                # Known only from a spool entry: the id may have been reused since (§7).
+                try:
+                    current = await self.client.get_file(container, old.id)
+                except NotFound:
+                    return
+                if old.etag is not None and current.etag != old.etag:
+                    return
             await self._remove_remote(container, old)
             self.stats.removals += 1
         except KanboardError as exc:
@@ -840,6 +936,125 @@ class Vfs:
         if container.task_id is None:
             return self._files_dir_node(container.project_id).ino
         return self._task_node(container.project_id, container.task_id).ino
+
+    # ------------------------------------------------------------------ durability
+
+    def start_background(self, nursery: trio.Nursery) -> None:
+        """Start what runs beside request handling: downloads that outlive the request that
+        started them, and the retry of failed uploads (including an earlier mount's)."""
+        self.content.start_downloads_in(nursery)
+        self.load_spool()
+        nursery.start_soon(self.run_retries)
+
+    def load_spool(self) -> int:
+        """Take over the pending uploads an earlier mount of this server left behind.
+
+        They show in their directories at once (with their unsaved content) and the retry loop
+        uploads them. Of several unsaved versions of one file, the newest is kept for upload
+        and the older ones go to the recovery folder (never deleted).
+        """
+        leftovers = sorted(self.spool.load_leftovers(), key=lambda e: e[0].created)
+        adopted = 0
+        for pending, meta in leftovers:
+            project_id = int(meta["project_id"])
+            task_id = None if meta.get("task_id") is None else int(meta["task_id"])
+            if task_id is None:
+                dir_node = self._files_dir_node(project_id)
+            else:
+                dir_node = self._task_node(project_id, task_id)
+            container = dir_node.container
+            state = self._dir_state(dir_node)
+            name = str(meta["name"])
+            older = self.inodes.get(state.local.get(name, 0))
+            if older is not None and older.pending is not None:
+                self._recover(older, "a newer unsaved version of the same file was found")
+            replaces = None
+            if meta.get("replaces_file_id") is not None:
+                replaces = FileRecord(
+                    kind=container.kind,
+                    id=int(meta["replaces_file_id"]),
+                    name=str(meta.get("replaces_name") or name),
+                    size=0,
+                    date=0,
+                    is_image=False,
+                    path="",  # marks a record known only from the spool
+                    etag=meta.get("replaces_etag"),
+                    project_id=project_id if task_id is None else None,
+                    task_id=task_id,
+                    user_id=0,
+                )
+            node = self.inodes.new_local(
+                name=name, parent=dir_node.ino, project_id=project_id, task_id=task_id
+            )
+            node.pending = pending
+            node.record = replaces
+            state.local[name] = node.ino
+            adopted += 1
+            log.warning(
+                "found an unsaved file from an earlier mount: %s (%d bytes); uploading it",
+                self.path_of(node),
+                _size_or_zero(pending),
+            )
+        for orphan in self.spool.leftovers():
+            if not orphan.with_suffix(".json").exists():
+                orphan.unlink(missing_ok=True)  # uploaded, or never described: nothing to keep
+        return adopted
+
+    async def run_retries(self, interval: float = 2.0) -> None:
+        """Retry failed uploads in the background, with backoff, while mounted."""
+        while True:
+            await trio.sleep(interval)
+            await self.retry_once()
+
+    async def retry_once(self) -> None:
+        now = self.clock()
+        for node in self.pending_files():
+            pending = node.pending
+            if pending is None or not node.linked:
+                continue
+            if any(h.node is node and h.writable for h in self._handles.values()):
+                continue  # its writer's close() uploads it
+            if node.record is None and self.is_local_name(node.name):
+                continue
+            if _size_or_zero(pending) == 0:
+                continue
+            if not pending.permanent and pending.next_retry > now:
+                continue
+            if not pending.permanent:
+                # upload() logs a failure and schedules the next attempt itself.
+                with contextlib.suppress(FsError):
+                    await self.upload(node)
+            if node.pending is not None and node.pending.permanent:
+                self._recover(node, node.pending.last_error or "refused by the server")
+
+    def _recover(self, node: Node, reason: str) -> None:
+        """Move bytes the server will never take to the recovery folder, out of the mount."""
+        pending = node.pending
+        if pending is None:
+            return
+        container = node.container
+        meta = {
+            "server": self.client.endpoint,
+            "project_id": container.project_id,
+            "task_id": container.task_id,
+            "name": node.name,
+            "path": self.path_of(node),
+        }
+        target = self.spool.recover(pending, node.name, reason, meta)
+        log.error(
+            "%s cannot be stored on the server (%s); its bytes were moved to %s",
+            self.path_of(node),
+            reason,
+            target,
+        )
+        node.pending = None
+        state = self._dir_state(self.node(node.parent))
+        if node.record is not None and node.record.path and node.record.id in state.records:
+            return  # the server version it was to replace is shown again
+        for name, ino in list(state.local.items()):
+            if ino == node.ino:
+                del state.local[name]
+        node.linked = False
 
     async def wait_uploads_idle(self, timeout: float) -> bool:
         with trio.move_on_after(timeout):
@@ -1109,6 +1324,44 @@ class Vfs:
             "f_namemax": 255,
         }
 
+    def status(self) -> dict[str, object]:
+        """A JSON-ready snapshot for ``kbfs status``: what is not on the server, and counters."""
+        pending = []
+        for node in self.pending_files():
+            assert node.pending is not None
+            pending.append(
+                {
+                    "path": self.path_of(node),
+                    "size": _size_or_zero(node.pending),
+                    "spool_file": str(node.pending.path),
+                    "last_error": node.pending.last_error,
+                    "local_only": node.record is None and self.is_local_name(node.name),
+                }
+            )
+        cache = self.content.statistics()
+        client = self.client.statistics()
+        return {
+            "server": self.client.endpoint,
+            "pending_uploads": pending,
+            "recovered": self.spool.recovered(),
+            "cache": {
+                "dir": str(self.content.root),
+                "bytes": self.content.usage(),
+                "limit": self.content.max_bytes,
+                "downloads": cache.downloads,
+                "hits": cache.hits,
+                "evictions": cache.evictions,
+            },
+            "counters": {
+                "uploads": self.stats.uploads,
+                "upload_failures": self.stats.upload_failures,
+                "removals": self.stats.removals,
+                "listings": self.stats.listings,
+                "http_requests": client.http_requests,
+                "calls": dict(client.calls),
+            },
+        }
+
     def pending_files(self) -> list[Node]:
         """Files whose current content has not reached the server."""
         return [n for n in self.inodes if n.pending is not None and n.pending.dirty]
@@ -1118,6 +1371,19 @@ def _parse_id(name: str) -> int | None:
     if not name.isascii() or not name.isdigit() or (len(name) > 1 and name[0] == "0"):
         return None
     return int(name)
+
+
+def _is_permanent(exc: BaseException, failures: int) -> bool:
+    """Whether retrying an upload cannot help: the bytes go to the recovery folder instead."""
+    if isinstance(exc, UploadFailed) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, ContentUnstorable | Rejected | PermissionDenied):
+        return True
+    if isinstance(exc, AuthenticationError):
+        return False  # a token can be fixed; keep the bytes queued
+    # HTTP 500 for the same bytes again and again: an image name on non-image content, or a
+    # body larger than the server takes (API-FACTS §8, §9).
+    return isinstance(exc, ServerError) and failures >= 3
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:

@@ -46,6 +46,7 @@ class _Config:
     max_body: int | None = None
     keep_alive: bool = False
     verbose: bool = False
+    bandwidth: int | None = None  # bytes per second for response bodies (tests of streaming)
 
 
 class _TooLarge(Exception):
@@ -132,7 +133,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         if self.command != "HEAD" and body:
-            self.wfile.write(body)
+            rate = self.server.devserver.config.bandwidth
+            if not rate:
+                self.wfile.write(body)
+                return
+            step = max(1, min(_CHUNK, rate // 20))
+            for start in range(0, len(body), step):
+                self.wfile.write(body[start : start + step])
+                self.wfile.flush()
+                time.sleep(step / rate)
 
     # -- /jsonrpc.php -------------------------------------------------------------------------
 
@@ -278,7 +287,14 @@ class DevServer:
             if "max_body" in data:
                 value = data["max_body"]
                 self.config.max_body = None if value is None else int(value)
-            return {"latency": self.config.latency, "max_body": self.config.max_body}
+            if "bandwidth" in data:
+                value = data["bandwidth"]
+                self.config.bandwidth = None if not value else int(value)
+            return {
+                "latency": self.config.latency,
+                "max_body": self.config.max_body,
+                "bandwidth": self.config.bandwidth,
+            }
         raise KeyError(action)
 
     def serve_forever(self) -> None:

@@ -51,3 +51,44 @@ def test_world_readable_token_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CredentialError, match="chmod 600") as err:
         load_secret(str(f), env={})
     assert "secret-token" not in str(err.value)
+
+
+def test_user_option_and_fstab_user_flag() -> None:
+    assert parse_options(["user=alice"]).user == "alice"
+    assert parse_options(["user,users,nouser"]).user is None  # fstab: who may mount
+
+
+def test_local_name_patterns() -> None:
+    o = parse_options([])
+    assert o.local_names is None and o.local_names_add == ()
+    o = parse_options(["local_names=*.tmp:*.bak", "local_names_add=~*", "local_names_add=.x*"])
+    assert o.local_names == ("*.tmp", "*.bak") and o.local_names_add == ("~*", ".x*")
+    assert parse_options(["local_names="]).local_names == ()  # nothing is local-only
+    with pytest.raises(OptionError, match="local_names_add"):
+        parse_options(["local_names_add="])
+
+
+def test_mount_helper_and_fuse3_extras_are_ignored() -> None:
+    # what mount(8) and mount.fuse3 add to the options they pass on
+    o = parse_options(["rw,dev,suid,nodev,nosuid,_netdev,nofail,x-systemd.automount,X-mount.mkdir"])
+    assert o == parse_options([])
+
+
+def test_log_level_is_checked() -> None:
+    assert parse_options(["log_level=debug"]).log_level == "DEBUG"
+    with pytest.raises(OptionError, match="log_level"):
+        parse_options(["log_level=LOUD"])
+
+
+def test_mount_helper_argv() -> None:
+    from kbfs.mounthelper import UsageError, parse_argv
+
+    pos, opts, flags = parse_argv(
+        ["http://h/x", "/mnt/k", "-n", "-sv", "-o", "ro,uid=1", "-t", "fuse.kbfs", "-oumask=077"]
+    )
+    assert pos == ["http://h/x", "/mnt/k"] and opts == ["ro,uid=1", "umask=077"]
+    assert flags == {"n", "s", "v"}
+    with pytest.raises(UsageError):
+        parse_argv(["a", "b", "-t", "nfs"])
+    with pytest.raises(UsageError):
+        parse_argv(["a", "b", "-Z"])

@@ -1,0 +1,321 @@
+"""Where a running mount publishes its state, and how ``kbfs status`` / ``kbfs clear`` find it.
+
+Each mount daemon writes a JSON snapshot (``<runtime dir>/<key>.json``, rewritten every few
+seconds and at exit, atomically, mode 0600, never holding the token) and listens on a control
+socket next to it (``<key>.sock``). ``key`` is derived from the mount point, so any process
+that knows a mount point, e.g. from /proc/self/mountinfo, finds both without a registry.
+
+The runtime dir is ``$XDG_RUNTIME_DIR/kbfs`` for a user session, ``/run/kbfs`` for root
+without one (fstab, systemd), else a private ``/tmp/kbfs-UID``. ``kbfs status`` looks in all
+of them so that root sees every user's mounts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import glob
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FSTYPE = "fuse.kbfs"
+STATUS_INTERVAL = 2.0
+
+
+def runtime_dir(env: dict[str, str] | None = None, uid: int | None = None) -> Path:
+    """This process's runtime dir for kbfs (not created here)."""
+    env = dict(os.environ) if env is None else env
+    uid = os.getuid() if uid is None else uid
+    xdg = env.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK):
+        return Path(xdg) / "kbfs"
+    if uid == 0:
+        return Path("/run/kbfs")
+    return Path(tempfile.gettempdir()) / f"kbfs-{uid}"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` mode 0700; refuse one that someone else owns (a /tmp squatter)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if st.st_uid != os.getuid() or not path.is_dir() or path.is_symlink():
+        raise PermissionError(f"{path} is not a directory owned by this user")
+    if st.st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def sweep_stale(base: Path) -> None:
+    """Remove snapshots (and sockets) of kbfs processes that were killed without cleaning up."""
+    for path in base.glob("*.json"):
+        try:
+            pid = int(json.loads(path.read_text()).get("pid", 0))
+        except (OSError, ValueError, AttributeError):
+            continue
+        if pid and not _pid_alive(pid):
+            for stale in (path, path.with_suffix(".sock")):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+
+
+def mount_key(mountpoint: str | os.PathLike[str]) -> str:
+    return hashlib.sha256(os.fsencode(mountpoint)).hexdigest()[:16]
+
+
+def status_path(mountpoint: str | os.PathLike[str], base: Path | None = None) -> Path:
+    return (base or runtime_dir()) / f"{mount_key(mountpoint)}.json"
+
+
+def control_path(mountpoint: str | os.PathLike[str], base: Path | None = None) -> Path:
+    return (base or runtime_dir()) / f"{mount_key(mountpoint)}.sock"
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Readers never see half a file: write a private temporary, then rename over."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".status-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:  # mkstemp creates it 0600
+            json.dump(data, fh, indent=1, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------- finding mounts
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    out = bytearray()
+    raw = field.encode("utf-8", "surrogateescape")
+    i = 0
+    while i < len(raw):
+        if raw[i] == 0x5C and i + 3 < len(raw) and raw[i + 1 : i + 4].isdigit():
+            out.append(int(raw[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return os.fsdecode(bytes(out))
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    mountpoint: str
+    source: str
+    options: str
+
+
+def kbfs_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[MountEntry]:
+    """Every kbfs mount visible to this process (fstype fuse.kbfs)."""
+    entries = []
+    try:
+        text = Path(mountinfo).read_text(errors="surrogateescape")
+    except OSError:
+        return []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields = left.split()
+        fs = right.split()
+        if len(fields) < 6 or len(fs) < 2 or fs[0] != FSTYPE:
+            continue
+        entries.append(MountEntry(_unescape(fields[4]), _unescape(fs[1]), fields[5] + "," + fs[-1]))
+    return entries
+
+
+def mount_containing(path: str | os.PathLike[str]) -> MountEntry | None:
+    """The kbfs mount that holds ``path`` (the longest mount point that is a prefix)."""
+    target = os.path.abspath(path)
+    best: MountEntry | None = None
+    for entry in kbfs_mounts():
+        mp = entry.mountpoint
+        if (target == mp or target.startswith(mp.rstrip("/") + "/")) and (
+            best is None or len(mp) > len(best.mountpoint)
+        ):
+            best = entry
+    return best
+
+
+def candidate_dirs() -> list[Path]:
+    """Runtime dirs where a mount of any user may have published its status."""
+    seen: list[Path] = []
+    options = [runtime_dir(), Path("/run/kbfs")]
+    options += [Path(p) for p in sorted(glob.glob("/run/user/*/kbfs"))]
+    options += [Path(p) for p in sorted(glob.glob(os.path.join(tempfile.gettempdir(), "kbfs-*")))]
+    for p in options:
+        if p not in seen:
+            seen.append(p)
+    return seen
+
+
+@dataclass
+class Found:
+    """What ``kbfs status`` knows of one mount: its snapshot, or why there is none."""
+
+    entry: MountEntry
+    status: dict[str, Any] | None
+    problem: str | None
+    status_file: Path | None = None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def find_status(entry: MountEntry) -> Found:
+    name = f"{mount_key(entry.mountpoint)}.json"
+    unreadable: Path | None = None
+    for base in candidate_dirs():
+        path = base / name
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            unreadable = path
+            continue
+        except (OSError, ValueError):
+            continue
+        if data.get("mountpoint") != entry.mountpoint:
+            continue
+        pid = int(data.get("pid", 0))
+        if pid and not _pid_alive(pid):
+            return Found(entry, data, "the kbfs process has ended (stale status)", path)
+        return Found(entry, data, None, path)
+    if unreadable is not None:
+        owner = unreadable.stat().st_uid if unreadable.exists() else "?"
+        return Found(entry, None, f"status owned by uid {owner}; run as that user or root")
+    try:
+        os.stat(entry.mountpoint)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            return Found(
+                entry,
+                None,
+                f"the kbfs process is gone; clear it with: fusermount3 -u {entry.mountpoint}",
+            )
+    return Found(entry, None, "no status published (kbfs older than this command?)")
+
+
+# ---------------------------------------------------------------------------- presenting
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def _ago(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def format_found(found: Found, now: float | None = None) -> str:
+    """A few readable lines for one mount."""
+    now = time.time() if now is None else now
+    lines = [f"{found.entry.mountpoint}"]
+    data = found.status
+    if data is None:
+        lines.append(f"  {found.problem}")
+        return "\n".join(lines)
+    vfs = data.get("vfs") or {}
+    lines.append(
+        f"  server   {vfs.get('server') or data.get('url')} as {data.get('user')}"
+        f"{'  (read-only)' if data.get('read_only') else ''}"
+    )
+    lines.append(f"  process  pid {data.get('pid')}, up {_ago(now - data.get('started', now))}")
+    if found.problem:
+        lines.append(f"  WARNING  {found.problem}")
+    pending = vfs.get("pending_uploads") or []
+    waiting = [p for p in pending if not p.get("local_only")]
+    local = [p for p in pending if p.get("local_only")]
+    if waiting:
+        lines.append(f"  NOT UPLOADED: {len(waiting)} file(s) exist only on this machine:")
+        for p in waiting:
+            error = f"  ({p['last_error']})" if p.get("last_error") else ""
+            lines.append(f"    {p.get('path')}  {_size(p.get('size', 0))}{error}")
+            lines.append(f"      bytes in {p.get('spool_file')}")
+    else:
+        lines.append("  uploads  everything written has reached the server")
+    if local:
+        lines.append(f"  local    {len(local)} scratch file(s) kept only in this mount")
+    for r in vfs.get("recovered") or []:
+        lines.append(f"  recovered  {r.get('path', r) if isinstance(r, dict) else r}")
+    cache = vfs.get("cache") or {}
+    if cache:
+        lines.append(
+            f"  cache    {_size(cache.get('bytes', 0))} of {_size(cache.get('limit', 0))}"
+            f" in {cache.get('dir')} ({cache.get('hits', 0)} hits,"
+            f" {cache.get('downloads', 0)} downloads)"
+        )
+    counters = vfs.get("counters") or {}
+    if counters:
+        lines.append(
+            f"  activity {counters.get('uploads', 0)} uploads"
+            f" ({counters.get('upload_failures', 0)} failed), {counters.get('removals', 0)}"
+            f" removals, {counters.get('http_requests', 0)} HTTP requests"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- control socket
+
+
+class ControlError(Exception):
+    """The daemon could not be asked, or answered with an error (the message says which)."""
+
+
+def ask_daemon(sock_path: str | os.PathLike[str], request: dict[str, Any], timeout: float = 120):  # type: ignore[no-untyped-def]
+    """One JSON line to the mount daemon, one JSON line back."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(os.fspath(sock_path))
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            chunks = []
+            while not chunks or not chunks[-1].endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    except OSError as exc:
+        raise ControlError(f"cannot reach the kbfs process ({exc.strerror or exc})") from None
+    try:
+        answer = json.loads(b"".join(chunks) or b"null")
+    except ValueError:
+        raise ControlError("the kbfs process sent a garbled answer") from None
+    if not isinstance(answer, dict):
+        raise ControlError("the kbfs process closed the connection without answering")
+    if answer.get("error"):
+        raise ControlError(str(answer["error"]))
+    return answer
+
+
+def iter_found() -> Iterator[Found]:
+    for entry in kbfs_mounts():
+        yield find_status(entry)

@@ -1,0 +1,167 @@
+"""Never lose a byte: failed uploads are retried, survive a crash, are never uploaded twice,
+and what the server refuses for good lands in the recovery folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import Mounted, Mounter, run
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def task(kb):  # type: ignore[no-untyped-def]
+    p = kb.project("durable")
+    t = kb.task(p, "t")
+    return {"p": p, "t": t}
+
+
+def names(kb, t: int) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(f["name"] for f in kb.task_files(t))
+
+
+def content(kb, t: int, name: str) -> bytes:  # type: ignore[no-untyped-def]
+    (f,) = [f for f in kb.task_files(t) if f["name"] == name]
+    return kb.download_task_file(f["id"])
+
+
+def test_failed_upload_is_retried_in_the_background(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
+    d = mnt.p("projects", task["p"], "tasks", task["t"])
+    os.listdir(d)
+    mnt.allow_errors = True
+    kb.fault("createTaskFile", "http500", count=1)
+    r = run("dd", f"of={d / 'retry.txt'}", "status=none", input=b"retry me\n", check=False)
+    assert r.returncode != 0  # close() reports the first failure ...
+    assert (d / "retry.txt").read_bytes() == b"retry me\n"  # ... the mount shows the new version
+    wait_for(lambda: "retry.txt" in names(kb, task["t"]), what="background retry")
+    assert content(kb, task["t"], "retry.txt") == b"retry me\n"
+    wait_for(lambda: not mnt.spool_files(), what="spool to empty")
+
+
+def test_crash_then_remount_finishes_the_upload(kb, mounter: Mounter, task) -> None:  # type: ignore[no-untyped-def]
+    state = mounter.tmp_path / "shared-state"
+    m = mounter(kb, f"state_dir={state}")
+    m.allow_errors = True
+    d = m.p("projects", task["p"], "tasks", task["t"])
+    os.listdir(d)
+    kb.fault("createTaskFile", "http500", count=1000)
+    run("dd", f"of={d / 'crash.txt'}", "status=none", input=b"survive a crash\n", check=False)
+    spool = sorted(state.rglob("*.data"))
+    assert [p.read_bytes() for p in spool] == [b"survive a crash\n"]
+    meta = json.loads(spool[0].with_suffix(".json").read_text())
+    assert meta["name"] == "crash.txt" and meta["task_id"] == task["t"]
+    assert oct(spool[0].stat().st_mode & 0o777) == "0o600"
+    assert oct(spool[0].parent.stat().st_mode & 0o777) == "0o700"
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait(timeout=10)
+    mounter.unmount(m)
+    kb.clear_faults()
+    assert names(kb, task["t"]) == []
+    m2 = mounter(kb, f"state_dir={state}")
+    d2 = m2.p("projects", task["p"], "tasks", task["t"])
+    assert (d2 / "crash.txt").read_bytes() == b"survive a crash\n"
+    wait_for(lambda: names(kb, task["t"]) == ["crash.txt"], what="upload after remount")
+    assert content(kb, task["t"], "crash.txt") == b"survive a crash\n"
+
+
+def test_lost_answer_is_never_uploaded_twice(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
+    d = mnt.p("projects", task["p"], "tasks", task["t"])
+    os.listdir(d)
+    mnt.allow_errors = True
+    # "truncated": the server creates the file, then the answer is cut short
+    kb.fault("createTaskFile", "truncated", count=1)
+    r = run("dd", f"of={d / 'once.txt'}", "status=none", input=b"only once\n", check=False)
+    assert r.returncode != 0
+    assert names(kb, task["t"]) == ["once.txt"]
+    kb.reset_stats()
+    time.sleep(5)  # several background retry rounds
+    run("touch", d / "once.txt")  # and a close, which retries too
+    assert names(kb, task["t"]) == ["once.txt"]
+    assert kb.stats()["calls"].get("createTaskFile", 0) == 0
+    wait_for(lambda: not mnt.spool_files(), what="spool to empty")  # release() is asynchronous
+
+
+def test_sigkill_during_an_upload_never_duplicates(kb, mounter: Mounter, task) -> None:  # type: ignore[no-untyped-def]
+    state = mounter.tmp_path / "shared-state"
+    m = mounter(kb, f"state_dir={state}")
+    m.allow_errors = True
+    d = m.p("projects", task["p"], "tasks", task["t"])
+    os.listdir(d)
+    kb.config(latency=1.5)
+    writer = subprocess.Popen(["dd", f"of={d / 'inflight.txt'}", "status=none"],
+                              stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert writer.stdin is not None
+    writer.stdin.write(b"in flight\n")
+    writer.stdin.close()
+    time.sleep(0.8)  # the create request is at the server now
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait(timeout=10)
+    writer.wait(timeout=10)
+    mounter.unmount(m)
+    time.sleep(1.5)
+    kb.config(latency=0)
+    m2 = mounter(kb, f"state_dir={state}")
+    wait_for(lambda: not sorted(state.rglob("*.json")), what="spool to drain")
+    assert names(kb, task["t"]) == ["inflight.txt"]
+    assert content(kb, task["t"], "inflight.txt") == b"in flight\n"
+    assert m2.p("projects", task["p"], "tasks", task["t"], "inflight.txt").exists()
+
+
+def test_permanent_refusals_go_to_the_recovery_folder(kb, mounter: Mounter, task) -> None:  # type: ignore[no-untyped-def]
+    state = mounter.tmp_path / "state"
+    m = mounter(kb, f"state_dir={state}")
+    m.allow_errors = True
+    d = m.p("projects", task["p"], "tasks", task["t"])
+    os.listdir(d)
+    # an image name on content that is not an image: refused before any upload
+    r = run("dd", f"of={d / 'fake.png'}", "status=none", input=b"not a png", check=False)
+    assert r.returncode != 0 and b"Invalid argument" in r.stderr
+    # a 403 for this upload
+    kb.fault("createTaskFile", "http403", count=1)
+    r = run("dd", f"of={d / 'denied.txt'}", "status=none", input=b"denied bytes", check=False)
+    assert r.returncode != 0 and b"Permission denied" in r.stderr
+    wait_for(lambda: len([p for p in state.rglob("recovered/*") if p.suffix != ".json"]) == 2,
+             what="recovery")
+    recovered = sorted(p for p in state.rglob("recovered/*") if p.suffix != ".json")
+    data = sorted(p.read_bytes() for p in recovered)
+    assert data == [b"denied bytes", b"not a png"]
+    reasons = [json.loads(Path(str(p) + ".json").read_text())["reason"] for p in recovered]
+    assert all(reasons)
+    assert names(kb, task["t"]) == []
+    assert sorted(os.listdir(d)) == []  # gone from the mount: the log and status say where
+    assert "moved to" in m.log_text()
+
+
+def test_head_of_a_cold_file_does_not_wait_for_the_whole_download(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(6 * 1024 * 1024)
+    kb.upload_task_file(task["p"], task["t"], "big.bin", data)
+    f = mnt.p("projects", task["p"], "tasks", task["t"], "big.bin")
+    f.stat()
+    kb.config(bandwidth=2 * 1024 * 1024)  # the download takes about 4 s
+    try:
+        out = run("head", "-c", "100", f).stdout
+        assert out == data[:100]
+        # head is done while the download is still running: only a partial file exists
+        parts = list(mnt.cache_dir.rglob("*.part"))
+        assert parts, "the download should still be in progress"
+        assert run("cat", f, timeout=60).stdout == data
+    finally:
+        kb.config(bandwidth=0)
+    assert not list(mnt.cache_dir.rglob("*.part"))
