@@ -94,17 +94,25 @@ class Opened:
         self.size = size
         self.download = download
 
-    async def wait_for(self, end: int) -> None:
-        """Return once bytes up to ``end`` (capped at the file size) are on disk."""
+    async def wait_for(self, end: int, stall_timeout: float = 30.0) -> None:
+        """Return once bytes up to ``end`` (capped at the file size) are on disk.
+
+        Fails with EIO if the download fails, or makes no progress for ``stall_timeout``.
+        """
         download = self.download
         if download is None:
             return
         end = min(end, self.size)
         delay = 0.001
+        seen, since = download.progress, trio.current_time()
         while download.progress < end and not download.done.is_set():
             with trio.move_on_after(delay):
                 await download.done.wait()
             delay = min(delay * 2, 0.02)
+            if download.progress != seen:
+                seen, since = download.progress, trio.current_time()
+            elif trio.current_time() - since > stall_timeout:
+                raise FsError(f"the download stalled for {stall_timeout:g} s")
         if download.error is not None and download.progress < end:
             raise FsError(f"download failed: {download.error}")
 

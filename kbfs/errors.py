@@ -76,6 +76,12 @@ class ContentUnstorable(FsError):
     errno = errno.EINVAL
 
 
+class RequestTimedOut(FsError):
+    """The server did not answer within the mount's timeout (retries included)."""
+
+    errno = errno.EIO
+
+
 class UploadFailed(FsError):
     """An upload failed; the bytes stay in the spool. errno comes from the cause."""
 

@@ -106,7 +106,9 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         try:
             node = await self.vfs.lookup(parent_inode, _name(name))
+            log.debug("lookup %d %r -> %d", parent_inode, name, node.ino)
         except NoEntry:
+            log.debug("lookup %d %r -> ENOENT", parent_inode, name)
             # st_ino 0 is a negative entry the kernel may cache for entry_timeout.
             entry = pyfuse3.EntryAttributes()
             entry.st_ino = pyfuse3.InodeT(0)

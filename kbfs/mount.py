@@ -123,6 +123,7 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
                 read_only=options.read_only,
                 user_id=user_id,
                 upload_drain_timeout=options.timeout,
+                op_timeout=options.timeout,
                 local_names=local_names(options),
             ),
             content,
@@ -336,7 +337,7 @@ async def clear_directory(vfs: Vfs, rel_path: str) -> dict[str, Any]:
     log.info("cleared %s (%d file(s)) with one call", shown, len(on_server))
     try:
         # The vfs's own refresh: the listing must not wait for its TTL to show the change.
-        await vfs._refresh_dir(node, force=True)
+        await vfs.refresh(node.ino)
     except KanboardError as exc:
         log.warning("could not list %s again after clearing it: %s", shown, exc)
     after = {name for name, _ in await vfs.list_dir(node.ino)}

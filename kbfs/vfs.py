@@ -20,9 +20,10 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn, TypeVar
 
 import trio
 
@@ -51,6 +52,7 @@ from kbfs.errors import (
     NoEntry,
     NotADirectory,
     NotPermitted,
+    RequestTimedOut,
     UploadFailed,
     to_errno,
 )
@@ -59,6 +61,8 @@ from kbfs.names import assign_names, image_problem, upload_name_error
 from kbfs.spool import PendingFile, Spool
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RENAME_EXCHANGE = 2  # linux/fs.h; pyfuse3 exposes them only as module attributes
 RENAME_NOREPLACE = 1
@@ -103,6 +107,7 @@ class VfsConfig:
     user_id: int | None = None  # set under user auth: project roles decide writability
     upload_drain_timeout: float = 30.0
     local_names: tuple[str, ...] = DEFAULT_LOCAL_NAMES
+    op_timeout: float = 30.0  # bound on one listing, retries included
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,7 @@ class _Listing:
 
     fetched_at: float = -1e18
     lock: trio.Lock = field(default_factory=trio.Lock)
+    failing: bool = False  # the last refresh failed: the cached listing is shown as it was
 
 
 @dataclass(eq=False)
@@ -249,7 +255,12 @@ class Vfs:
         async with listing.lock:
             if not force and self._fresh(listing):
                 return
-            projects = await self.client.get_projects()
+            try:
+                projects = await self._bounded(self.client.get_projects())
+            except (TransportError, ServerError, RequestTimedOut) as exc:
+                if self._serve_stale(listing, exc, "the project list"):
+                    return
+                raise
             read_only: set[int] = set()
             if self.config.user_id is not None and projects:
                 calls = [
@@ -268,8 +279,37 @@ class Vfs:
             listing.projects = {p.id: p for p in projects}
             listing.read_only = read_only
             listing.fetched_at = self.clock()
+            listing.failing = False
             for project in projects:
                 self._project_node(project.id)
+
+    async def refresh(self, ino: int) -> None:
+        """Fetch a directory's listing now (after a change made behind this mount's back)."""
+        node = self.node(ino)
+        if node.type.holds_files:
+            await self._refresh_dir(node, force=True)
+        elif node.type is NodeType.TASKS and node.project_id is not None:
+            await self._refresh_tasks(node.project_id, force=True)
+        elif node.type is NodeType.PROJECTS:
+            await self._refresh_projects(force=True)
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """A listing call, failed with EIO if the server has not answered within ``timeout``
+        (retries included): a process must never hang on a server that went away."""
+        with trio.move_on_after(self.config.op_timeout) as scope:
+            return await call
+        assert scope.cancelled_caught
+        raise RequestTimedOut(f"no answer from the server within {self.config.op_timeout:g} s")
+
+    def _serve_stale(self, listing: _Listing, exc: Exception, what: str) -> bool:
+        """Keep serving a cached listing while the server is unreachable or failing."""
+        if listing.fetched_at < -1e17:
+            return False
+        log.warning("could not refresh %s (%s); showing the cached listing", what, exc)
+        listing.failing = True
+        # Ask again after a short pause, not on every lookup.
+        listing.fetched_at = self.clock() - self.config.dir_ttl + min(self.config.dir_ttl, 2.0)
+        return True
 
     def _project_node(self, project_id: int) -> Node:
         return self.inodes.ensure(
@@ -287,10 +327,16 @@ class Vfs:
         async with listing.lock:
             if not force and self._fresh(listing):
                 return listing
-            tasks = await self.client.get_all_tasks_any_status(project_id)
+            try:
+                tasks = await self._bounded(self.client.get_all_tasks_any_status(project_id))
+            except (TransportError, ServerError, RequestTimedOut) as exc:
+                if self._serve_stale(listing, exc, f"the tasks of project {project_id}"):
+                    return listing
+                raise
             self.stats.listings += 1
             listing.tasks = {t.id: t for t in tasks if t.project_id == project_id}
             listing.fetched_at = self.clock()
+            listing.failing = False
         return listing
 
     def _task_node(self, project_id: int, task_id: int) -> Node:
@@ -329,10 +375,16 @@ class Vfs:
         async with state.lock:
             if not force and self._fresh(state):
                 return state
-            records = await self.client.list_files(dir_node.container)
+            try:
+                records = await self._bounded(self.client.list_files(dir_node.container))
+            except (TransportError, ServerError, RequestTimedOut) as exc:
+                if self._serve_stale(state, exc, self.path_of(dir_node)):
+                    return state
+                raise
             self.stats.listings += 1
             state.records = {r.id: r for r in records}
             state.fetched_at = self.clock()
+            state.failing = False
             self._apply_records(dir_node, state)
         return state
 
@@ -433,7 +485,7 @@ class Vfs:
                 raise NoEntry()
             await self._refresh_projects()
             if project_id not in self._projects.projects:
-                raise NoEntry()
+                self._missing(self._projects, name)
             return self._project_node(project_id)
         assert parent.project_id is not None
         if kind is NodeType.PROJECT:
@@ -448,15 +500,23 @@ class Vfs:
                 raise NoEntry()
             listing = await self._refresh_tasks(parent.project_id)
             if task_id not in listing.tasks:
-                raise NoEntry()
+                self._missing(listing, name)
             return self._task_node(parent.project_id, task_id)
         state = self._dir_state(parent)
         if not (state.fetched_at > -1e17 and self._is_probe(name)):
             state = await self._refresh_dir(parent)
         ino = self._view(state).get(name)
         if ino is None:
-            raise NoEntry()
+            self._missing(state, name)
         return self.node(ino)
+
+    @staticmethod
+    def _missing(listing: _Listing, name: str) -> NoReturn:
+        """ENOENT, unless the listing could not be refreshed: then nobody knows (EIO), and
+        the kernel must not cache the name as absent."""
+        if listing.failing:
+            raise FsError(f"cannot tell whether {name!r} exists: the server is unreachable")
+        raise NoEntry()
 
     def _is_probe(self, name: str) -> bool:
         """Names file managers and editors test for everywhere, which we need not re-fetch."""
@@ -643,7 +703,7 @@ class Vfs:
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self.handle(fh)
         if handle.arriving is not None:
-            await handle.arriving.wait_for(offset + size)
+            await handle.arriving.wait_for(offset + size, self.config.op_timeout)
         return os.pread(handle.fd, size, offset)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -1092,17 +1152,32 @@ class Vfs:
             self._settle(node)
 
     async def _remove_remote(self, container: Container, record: FileRecord) -> None:
+        """remove*File, and when its answer says nothing certain, look at the file itself.
+
+        ``false`` means "no such file" or a storage error; a lost or garbled answer may hide a
+        removal that happened. Either way get*File tells: gone (or the id now names another
+        file) is success, still there is EIO.
+        """
         try:
             await self.client.remove_file(container, record.id)
+            return
+        except (AuthenticationError, PermissionDenied):
+            raise
+        except TransportError as exc:
+            if not exc.request_sent:
+                raise
+            failure: KanboardError = exc
+        except KanboardError as exc:
+            failure = exc
+        try:
+            current = await self.client.get_file(container, record.id)
         except NotFound:
-            # remove*File answers false both for "no such file" and for a storage error.
-            try:
-                current = await self.client.get_file(container, record.id)
-            except NotFound:
-                return  # already gone: the unlink's goal is met
-            if current.version_key != record.version_key:
-                return  # the id now belongs to another file; ours is gone
-            raise FsError(f"the server refused to remove file {record.id}", errno.EIO) from None
+            return  # gone: the unlink's goal is met
+        if record.path and current.version_key != record.version_key:
+            return  # the id now belongs to another file; ours is gone
+        if isinstance(failure, NotFound):
+            raise FsError(f"the server refused to remove file {record.id}", errno.EIO)
+        raise failure
 
     async def setattr(
         self,

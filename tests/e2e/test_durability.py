@@ -105,8 +105,11 @@ def test_sigkill_during_an_upload_never_duplicates(kb, mounter: Mounter, task) -
     d = m.p("projects", task["p"], "tasks", task["t"])
     os.listdir(d)
     kb.config(latency=1.5)
-    writer = subprocess.Popen(["dd", f"of={d / 'inflight.txt'}", "status=none"],
-                              stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    writer = subprocess.Popen(
+        ["dd", f"of={d / 'inflight.txt'}", "status=none"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     assert writer.stdin is not None
     writer.stdin.write(b"in flight\n")
     writer.stdin.close()
@@ -137,8 +140,10 @@ def test_permanent_refusals_go_to_the_recovery_folder(kb, mounter: Mounter, task
     kb.fault("createTaskFile", "http403", count=1)
     r = run("dd", f"of={d / 'denied.txt'}", "status=none", input=b"denied bytes", check=False)
     assert r.returncode != 0 and b"Permission denied" in r.stderr
-    wait_for(lambda: len([p for p in state.rglob("recovered/*") if p.suffix != ".json"]) == 2,
-             what="recovery")
+    wait_for(
+        lambda: len([p for p in state.rglob("recovered/*") if p.suffix != ".json"]) == 2,
+        what="recovery",
+    )
     recovered = sorted(p for p in state.rglob("recovered/*") if p.suffix != ".json")
     data = sorted(p.read_bytes() for p in recovered)
     assert data == [b"denied bytes", b"not a png"]

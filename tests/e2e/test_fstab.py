@@ -243,3 +243,33 @@ def test_sd_notify_ready_once_mounted_and_stopping(
         assert kb.token not in "".join(messages)
     finally:
         rx.close()
+
+
+def test_mount_a_remote_of_the_config_file(kb, mp: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[defaults]\ndir_cache_ttl = 0.5\n\n[remotes.dev]\nurl = "{kb.url}"\n'
+        f'token_file = "{kb.token_file}"\ncache_dir = "cache"\nstate_dir = "state"\n'
+        "ro = true\nuid = 4242\n"
+    )
+    kbfs = [sys.executable, "-m", "kbfs"]
+    r = run(*kbfs, "-v", "mount", "dev", mp, "--config", config, "-o", "uid=1000")
+    assert r.returncode == 0
+    try:
+        assert os.path.ismount(mp)
+        st = os.stat(mp / "projects")
+        assert st.st_uid == 1000  # the command line beats the file
+        assert (tmp_path / "state" / "kbfs.log").exists()  # relative to the config file
+        w = run("touch", mp / "projects" / "x", check=False)
+        assert w.returncode != 0
+    finally:
+        run(*kbfs, "umount", mp, check=False)
+    config.write_text(f'[remotes.dev]\nurl = "{kb.url}"\nuid = 1000\ncolour = "blue"\n')
+    r = run(*kbfs, "mount", "dev", mp, "--config", config, check=False)
+    err = r.stderr.decode().strip()
+    assert r.returncode == 1 and len(err.splitlines()) == 1
+    assert f"{config}:4:" in err and "'colour'" in err, err
+    config.write_text(f'[remotes.dev]\nurl = "{kb.url}"\n')
+    r = run(*kbfs, "mount", "nosuchremote", mp, "--config", config, check=False)
+    assert r.returncode == 1 and b"no remote of that name" in r.stderr
+    assert not os.path.ismount(mp)
