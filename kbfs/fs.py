@@ -200,6 +200,10 @@ class Operations(pyfuse3.Operations):
         raise NotPermitted("projects and tasks cannot be removed through kbfs")
 
     @fuse_errors
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        return os.fsencode(self.vfs.readlink(inode))
+
+    @fuse_errors
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
         raise NotPermitted("Kanboard has no symbolic links")
 

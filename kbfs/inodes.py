@@ -34,10 +34,13 @@ class NodeType(Enum):
     TASKS = "tasks"  # /projects/<id>/tasks
     TASK = "task"  # /projects/<id>/tasks/<id>  (a file container)
     FILE = "file"
+    BY_NAME = "by-name"  # /by-name: projects by name, as links into /projects
+    TASKS_BY_TITLE = "tasks-by-title"  # /projects/<id>/tasks-by-title: links into tasks/
+    LINK = "link"
 
     @property
     def is_dir(self) -> bool:
-        return self is not NodeType.FILE
+        return self not in (NodeType.FILE, NodeType.LINK)
 
     @property
     def holds_files(self) -> bool:
@@ -62,6 +65,7 @@ class Node:
     task_id: int | None = None
     record: FileRecord | None = None
     pending: PendingFile | None = None
+    link_target: str | None = None
     lookups: int = 0
     open_handles: int = 0
     linked: bool = True  # False once unlinked or gone from the server

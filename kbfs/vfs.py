@@ -207,6 +207,9 @@ class Vfs:
         self.projects_node = self.inodes.ensure(
             ("projects",), NodeType.PROJECTS, name="projects", parent=ROOT_INO
         )
+        self.by_name_node = self.inodes.ensure(
+            ("by-name",), NodeType.BY_NAME, name="by-name", parent=ROOT_INO
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -359,6 +362,30 @@ class Vfs:
             project_id=project_id,
         )
 
+    def _titles_dir_node(self, project_id: int) -> Node:
+        return self.inodes.ensure(
+            ("tasks-by-title", project_id),
+            NodeType.TASKS_BY_TITLE,
+            name="tasks-by-title",
+            parent=self._project_node(project_id).ino,
+            project_id=project_id,
+        )
+
+    def _link(self, key: tuple[object, ...], parent: Node, name: str, target: str) -> Node:
+        """A symbolic link of the by-name views; its name follows the current title."""
+        node = self.inodes.ensure(
+            key, NodeType.LINK, parent=parent.ino, project_id=parent.project_id
+        )
+        node.name = name
+        node.link_target = target
+        return node
+
+    def readlink(self, ino: int) -> str:
+        node = self.node(ino)
+        if node.type is not NodeType.LINK or node.link_target is None:
+            raise InvalidArgument("not a symbolic link")
+        return node.link_target
+
     def _tasks_dir_node(self, project_id: int) -> Node:
         return self.inodes.ensure(
             ("tasks", project_id),
@@ -478,6 +505,15 @@ class Vfs:
         if kind is NodeType.ROOT:
             if name == "projects":
                 return self.projects_node
+            if name == "by-name":
+                return self.by_name_node
+            raise NoEntry()
+        if kind in (NodeType.BY_NAME, NodeType.TASKS_BY_TITLE):
+            if self._is_probe(name):
+                raise NoEntry()
+            for entry_name, node in await self.list_dir(parent_ino):
+                if entry_name == name:
+                    return node
             raise NoEntry()
         if kind is NodeType.PROJECTS:
             project_id = _parse_id(name)
@@ -493,6 +529,8 @@ class Vfs:
                 return self._files_dir_node(parent.project_id)
             if name == "tasks":
                 return self._tasks_dir_node(parent.project_id)
+            if name == "tasks-by-title":
+                return self._titles_dir_node(parent.project_id)
             raise NoEntry()
         if kind is NodeType.TASKS:
             task_id = _parse_id(name)
@@ -528,18 +566,33 @@ class Vfs:
     async def list_dir(self, ino: int) -> list[tuple[str, Node]]:
         """The entries of a directory, fetched if the cached listing is stale."""
         node = self.node(ino)
-        if node.type is NodeType.FILE:
+        if not node.type.is_dir:
             raise NotADirectory()
         if node.type is NodeType.ROOT:
-            return [("projects", self.projects_node)]
+            return [("projects", self.projects_node), ("by-name", self.by_name_node)]
         if node.type is NodeType.PROJECTS:
             await self._refresh_projects()
             return [(str(pid), self._project_node(pid)) for pid in self._projects.projects]
+        if node.type is NodeType.BY_NAME:
+            await self._refresh_projects()
+            named = assign_names((p.id, p.name, p) for p in self._projects.projects.values())
+            return [
+                (name, self._link(("link", "project", p.id), node, name, f"../projects/{p.id}"))
+                for name, p in named.items()
+            ]
         assert node.project_id is not None
         if node.type is NodeType.PROJECT:
             return [
                 ("files", self._files_dir_node(node.project_id)),
                 ("tasks", self._tasks_dir_node(node.project_id)),
+                ("tasks-by-title", self._titles_dir_node(node.project_id)),
+            ]
+        if node.type is NodeType.TASKS_BY_TITLE:
+            listing = await self._refresh_tasks(node.project_id)
+            named = assign_names((t.id, t.title, t) for t in listing.tasks.values())
+            return [
+                (name, self._link(("link", "task", t.id), node, name, f"../tasks/{t.id}"))
+                for name, t in named.items()
             ]
         if node.type is NodeType.TASKS:
             listing = await self._refresh_tasks(node.project_id)
@@ -567,6 +620,10 @@ class Vfs:
 
     def attr(self, node: Node) -> Attr:
         cfg = self.config
+        if node.type is NodeType.LINK:
+            size = len(os.fsencode(node.link_target or ""))
+            t = self.mounted_ns
+            return Attr(node.ino, stat.S_IFLNK | 0o777, 1, size, cfg.uid, cfg.gid, t, t, t)
         if node.type.is_dir:
             if node.type.holds_files:
                 perm = 0o777

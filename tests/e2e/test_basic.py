@@ -47,9 +47,9 @@ def tree(kb):  # type: ignore[no-untyped-def]
 
 
 def test_layout(kb, mnt: Mounted, tree) -> None:  # type: ignore[no-untyped-def]
-    assert os.listdir(mnt.path) == ["projects"]
+    assert sorted(os.listdir(mnt.path)) == ["by-name", "projects"]
     assert sorted(os.listdir(mnt.p("projects"))) == sorted([str(tree["p1"]), str(tree["p2"])])
-    assert sorted(os.listdir(mnt.p("projects", tree["p1"]))) == ["files", "tasks"]
+    assert sorted(os.listdir(mnt.p("projects", tree["p1"]))) == ["files", "tasks", "tasks-by-title"]
     tasks = sorted(os.listdir(mnt.p("projects", tree["p1"], "tasks")))
     assert tasks == sorted([str(tree["t_open"]), str(tree["t_closed"])])  # open AND closed
     assert os.listdir(mnt.p("projects", tree["p1"], "tasks", tree["t_closed"])) == ["old.txt"]

@@ -94,7 +94,7 @@ def test_task_and_project_listing_faults(kb, fm: Mounted) -> None:  # type: igno
         assert r.returncode != 0, kind  # not in the cached list: ENOENT or EIO
         kb.clear_faults()
         time.sleep(0.2)
-        assert run("ls", fm.p("projects", p2)).stdout == b"files\ntasks\n", kind
+        assert run("ls", fm.p("projects", p2)).stdout == b"files\ntasks\ntasks-by-title\n", kind
 
 
 @pytest.mark.timeout(600)
@@ -171,4 +171,4 @@ def test_confirm_and_remove_faults(kb, fm: Mounted, tmp_path: Path) -> None:  # 
             run("rm", d / src.name)
         assert src.name not in [f["name"] for f in kb.task_files(t)], kind
     assert os.path.ismount(fm.path)
-    assert run("ls", fm.path).stdout == b"projects\n"
+    assert run("ls", fm.path).stdout == b"by-name\nprojects\n"

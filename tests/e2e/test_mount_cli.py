@@ -102,7 +102,7 @@ def test_token_never_in_argv_and_env_token_works(kb, mp: Path, tmp_path: Path) -
     assert r.returncode == 0, r.stderr
     try:
         assert os.path.ismount(mp)  # up by the time the command returned
-        assert os.listdir(mp) == ["projects"]
+        assert sorted(os.listdir(mp)) == ["by-name", "projects"]
         for pid in os.listdir("/proc"):
             if pid.isdigit():
                 try:

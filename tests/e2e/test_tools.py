@@ -254,3 +254,24 @@ def test_xattrs(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
     assert b'user.kanboard.name="tools"' in out
     r = run("setfattr", "-n", "user.x", "-v", "1", f, check=False)
     assert r.returncode != 0 and b"not supported" in r.stderr
+
+
+def test_find_tasks_and_projects_by_name(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
+    """by-name/ and tasks-by-title/ hold links into the id tree, named by name and title."""
+    other = kb.project("tools")  # a duplicate project name gets its id as a suffix
+    t2 = kb.task(task["p"], "fix/the bug")
+    links = sorted(os.listdir(mnt.p("by-name")))
+    assert links == ["tools", f"tools (#{other})"]
+    assert os.readlink(mnt.p("by-name", "tools")) == f"../projects/{task['p']}"
+    assert sorted(os.listdir(mnt.p("by-name", "tools", "tasks-by-title"))) == [
+        "a task",
+        "fix∕the bug",
+    ]
+    via_title = mnt.p("by-name", "tools", "tasks-by-title", "a task", "doc.txt")
+    assert via_title.read_bytes() == b"line one\nline two\n"
+    assert os.readlink(mnt.p("projects", task["p"], "tasks-by-title", "fix∕the bug")) == (
+        f"../tasks/{t2}"
+    )
+    # find walks the id tree once: it does not follow the links
+    found = run("find", mnt.path, "-name", "doc.txt").stdout.decode().split()
+    assert found == [str(mnt.p("projects", task["p"], "tasks", task["t"], "doc.txt"))]
