@@ -490,7 +490,12 @@ class Bench:
 
     def download_pipeline(self, file_id: int, url: str | None = None) -> str:
         body = json.dumps(
-            {"jsonrpc": "2.0", "method": "downloadTaskFile", "id": 1, "params": {"file_id": file_id}}
+            {
+                "jsonrpc": "2.0",
+                "method": "downloadTaskFile",
+                "id": 1,
+                "params": {"file_id": file_id},
+            }
         )
         # The answer is {"jsonrpc":"2.0","result":"<base64>","id":1}: field 8 between quotes.
         target = shlex.quote(url or self.server.url)
@@ -514,7 +519,12 @@ class Bench:
     def naive_download(self, file_id: int) -> float:
         """One httpx POST, json.loads, b64decode (a fresh connection, like the others)."""
         body = json.dumps(
-            {"jsonrpc": "2.0", "method": "downloadTaskFile", "id": 1, "params": {"file_id": file_id}}
+            {
+                "jsonrpc": "2.0",
+                "method": "downloadTaskFile",
+                "id": 1,
+                "params": {"file_id": file_id},
+            }
         ).encode()
         started = time.perf_counter()
         with httpx.Client(timeout=600, auth=("jsonrpc", self.server.token)) as client:
@@ -708,7 +718,9 @@ class Bench:
             )
         for pid in projects:
             blob = base64.b64encode(b"project file\n").decode()
-            calls.append(("createProjectFile", {"project_id": pid, "filename": "p.txt", "blob": blob}))
+            calls.append(
+                ("createProjectFile", {"project_id": pid, "filename": "p.txt", "blob": blob})
+            )
         server.batch(calls)
         latency = server.set_latency(0.020)
         walls: list[float] = []
@@ -726,7 +738,8 @@ class Bench:
                         requests.append(after - before)
         finally:
             server.set_latency(0)
-        dirs = 1 + s.tree_projects * (2 + s.tree_tasks)  # projects/, files/, tasks/, tasks/<id>/
+        # projects/ + per project: <id>/, files/, tasks/ and one directory per task
+        dirs = 1 + s.tree_projects * (3 + s.tree_tasks)
         naive_requests = 1 + s.tree_projects * 2 + s.tree_projects * s.tree_tasks
         req = f"{median(requests):g} HTTP req, " if requests else ""
         lat = "20 ms latency" if latency else "no latency injected (external server)"
@@ -763,13 +776,17 @@ class Bench:
                 self.caches.drop()
                 c_parallel.append(timed_parallel(pipes))
                 with self.mounter.mounted(server) as m:
-                    paths = [m.p("projects", pid, "tasks", tid, f"par-{n}.bin") for n in range(s.par_n)]
+                    paths = [
+                        m.p("projects", pid, "tasks", tid, f"par-{n}.bin") for n in range(s.par_n)
+                    ]
                     for p in paths:
                         p.stat()
                     self.caches.drop()
                     single.append(timed_parallel([["cat", paths[0]]]))
                 with self.mounter.mounted(server) as m:
-                    paths = [m.p("projects", pid, "tasks", tid, f"par-{n}.bin") for n in range(s.par_n)]
+                    paths = [
+                        m.p("projects", pid, "tasks", tid, f"par-{n}.bin") for n in range(s.par_n)
+                    ]
                     for p in paths:
                         p.stat()
                     self.caches.drop()
@@ -867,18 +884,20 @@ class Bench:
         s = self.sizes
         log(
             f"{'quick' if self.args.quick else 'full'} run: {s.runs} runs per row, "
-            f"server {self.server.url} ({'keep-alive' if self.args.keep_alive else 'Connection: close'})"
+            f"server {self.server.url} "
+            f"({'keep-alive' if self.args.keep_alive else 'Connection: close'})"
         )
-        steps: list[Callable[[], None]] = [
-            self.rows_read,
-            self.row_write,
-            self.row_listing,
-            self.row_find,
-            self.row_parallel,
-            self.row_memory,
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("123", self.rows_read),
+            ("4", self.row_write),
+            ("5", self.row_listing),
+            ("6", self.row_find),
+            ("7", self.row_parallel),
+            ("8", self.row_memory),
         ]
-        for step in steps:
-            step()
+        for rows, step in steps:
+            if not self.args.only or set(rows) & set(self.args.only):
+                step()
 
 
 CLIENT_SCRIPT = r"""
@@ -916,6 +935,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer runs, smaller sizes")
     parser.add_argument(
         "--keep-alive", action="store_true", help="built-in server keeps connections open"
+    )
+    parser.add_argument(
+        "--only", default="", metavar="ROWS", help="run only these rows, e.g. 15 (for profiling)"
     )
     args = parser.parse_args(argv)
     if args.url and not args.token_file:

@@ -147,9 +147,7 @@ class ContentCache:
 
     @staticmethod
     def cache_name(record: FileRecord) -> str:
-        tag = record.etag if record.etag and record.etag.isalnum() else None
-        if tag is None:
-            tag = hashlib.sha256(record.version_key.encode("utf-8", "replace")).hexdigest()[:32]
+        tag = hashlib.sha256(record.version_key.encode("utf-8", "replace")).hexdigest()[:32]
         return f"{record.kind.value}-{record.id}-{tag}"
 
     def path_for(self, record: FileRecord) -> Path:

@@ -75,6 +75,17 @@ class Operations(pyfuse3.Operations):
         self.vfs = vfs
         self.attr_timeout = attr_timeout
         self.negative_timeout = negative_timeout
+        vfs.invalidate_entry = self._invalidate_entry
+
+    @staticmethod
+    def _invalidate_entry(parent_ino: int, name: str) -> None:
+        # Queued to pyfuse3's notification thread: safe from inside a request handler.
+        try:
+            pyfuse3.invalidate_entry_async(
+                pyfuse3.InodeT(parent_ino), os.fsencode(name), ignore_enoent=True
+            )
+        except Exception:  # not mounted (tests driving the vfs directly), or shutting down
+            log.debug("could not invalidate %r in %d", name, parent_ino, exc_info=True)
 
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
@@ -150,6 +161,9 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        if not name.startswith(b"user.kanboard."):
+            # ls -l asks for ACLs and SELinux labels on every file: answer at once.
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         value = self.vfs.xattrs(inode).get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)

@@ -68,7 +68,8 @@ class Node:
     link_target: str | None = None
     lookups: int = 0
     open_handles: int = 0
-    linked: bool = True  # False once unlinked or gone from the server
+    linked: bool = True  # False while no directory entry shows this node
+    discarded: bool = False  # the user removed or replaced it: unsaved content goes too
     # Server files to remove once this node's next upload is confirmed: what it replaced in
     # another directory when it was renamed there while still open for writing.
     stale: list[tuple[Container, FileRecord]] = field(default_factory=list)

@@ -14,6 +14,7 @@ an upload always sends one consistent snapshot of the content.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -42,9 +43,10 @@ class PendingFile:
     last_error: str | None = None
     failures: int = 0
     next_retry: float = 0.0  # time.monotonic() before which the background retry waits
-    # Wall-clock time a create*File was sent whose answer never came: the file may exist on
-    # the server, so the next attempt first looks for it (never uploads twice).
-    attempt_started: float | None = None
+    # Creates whose answer never came (wall-clock time sent, size, sha256 of the content or
+    # None if unknown): the file may exist on the server, so the next attempt first looks for
+    # it, adopts it if it holds the current content, and removes it otherwise (never twice).
+    lost: list[tuple[float, int, str | None]] = field(default_factory=list)
     permanent: bool = False  # the server refuses these bytes for good: recover, don't retry
     created: float = field(default_factory=time.time)
 
@@ -105,7 +107,7 @@ class Spool:
             "replaces_etag": replaces.etag if replaces else None,
             "replaces_name": replaces.name if replaces else None,
             "created": pending.created,
-            "attempt_started": pending.attempt_started,
+            "lost_attempts": [list(entry) for entry in pending.lost],
             "failures": pending.failures,
             "last_error": pending.last_error,
         }
@@ -146,7 +148,11 @@ class Spool:
                 uploaded_version=0,
                 last_error=meta.get("last_error"),
                 failures=int(meta.get("failures") or 0),
-                attempt_started=meta.get("attempt_started"),
+                lost=[
+                    (float(e[0]), int(e[1]), e[2] if isinstance(e[2], str) else None)
+                    for e in meta.get("lost_attempts") or []
+                    if isinstance(e, list) and len(e) == 3
+                ],
                 created=float(meta.get("created") or time.time()),
             )
             found.append((pending, meta))
@@ -210,3 +216,12 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def digest(path: Path) -> str:
+    """sha256 of a file, read in chunks (run it in a worker thread for large files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

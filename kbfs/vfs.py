@@ -17,7 +17,6 @@ import errno
 import fnmatch
 import logging
 import os
-import shutil
 import stat
 import time
 from collections.abc import Awaitable, Callable
@@ -58,7 +57,7 @@ from kbfs.errors import (
 )
 from kbfs.inodes import ROOT_INO, InodeTable, Node, NodeType, file_key
 from kbfs.names import assign_names, image_problem, upload_name_error
-from kbfs.spool import PendingFile, Spool
+from kbfs.spool import PendingFile, Spool, digest
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +151,43 @@ class _ContainerDir(_Listing):
     # server, not shown under their own name; removed once a new version of that name is
     # uploaded, or when the scratch file is removed.
     hidden: dict[int, FileRecord] = field(default_factory=dict)
+    # Server files this mount has superseded or moved away and is about to remove (or retries
+    # removing): never shown again, or a fresh listing would put the old version back in view.
+    doomed: set[tuple[object, ...]] = field(default_factory=set)  # file_key()s
+    # Creates whose answer was lost (name, time sent, size, sha256 or None): they may have
+    # made a file. Resolved before the next upload of that name, or swept by the retry loop.
+    lost: list[tuple[str, float, int, str | None]] = field(default_factory=list)
+    ours: set[tuple[object, ...]] = field(default_factory=set)  # versions we uploaded
+    # This mount's own changes, numbered: a listing requested before a change and answered
+    # after it must not undo it (an upload vanishing, a removed file coming back).
+    generation: int = 0
+    journal: list[tuple[int, float, FileRecord | None, int]] = field(default_factory=list)
+
+    def note_add(self, record: FileRecord) -> None:
+        self.records[record.id] = record
+        self._log(record, record.id)
+
+    def note_remove(self, file_id: int) -> None:
+        self.records.pop(file_id, None)
+        self._log(None, file_id)
+
+    def _log(self, record: FileRecord | None, file_id: int) -> None:
+        self.generation += 1
+        now = time.monotonic()
+        self.journal.append((self.generation, now, record, file_id))
+        if len(self.journal) > 64:
+            self.journal = [e for e in self.journal if now - e[1] < 300]
+
+    def apply_fetch(self, records: list[FileRecord], since: int) -> None:
+        """Take a fetched listing, then replay our changes made while it was in flight."""
+        self.records = {r.id: r for r in records}
+        for gen, _when, record, file_id in self.journal:
+            if gen <= since:
+                continue
+            if record is None:
+                self.records.pop(file_id, None)
+            else:
+                self.records[file_id] = record
 
 
 @dataclass(eq=False)
@@ -204,6 +240,9 @@ class Vfs:
         self._uploads_idle = trio.Event()
         self._uploads_idle.set()
         self._provisional: dict[tuple[Kind, int], int] = {}
+        self._stale_removals: list[tuple[Container, FileRecord]] = []
+        # Set by the FUSE adapter: tell the kernel a name no longer means what it cached.
+        self.invalidate_entry: Callable[[int, str], None] | None = None
         self.projects_node = self.inodes.ensure(
             ("projects",), NodeType.PROJECTS, name="projects", parent=ROOT_INO
         )
@@ -402,6 +441,7 @@ class Vfs:
         async with state.lock:
             if not force and self._fresh(state):
                 return state
+            since = state.generation
             try:
                 records = await self._bounded(self.client.list_files(dir_node.container))
             except (TransportError, ServerError, RequestTimedOut) as exc:
@@ -409,7 +449,7 @@ class Vfs:
                     return state
                 raise
             self.stats.listings += 1
-            state.records = {r.id: r for r in records}
+            state.apply_fetch(records, since)
             state.fetched_at = self.clock()
             state.failing = False
             self._apply_records(dir_node, state)
@@ -417,8 +457,20 @@ class Vfs:
 
     def _apply_records(self, dir_node: Node, state: _ContainerDir) -> None:
         """Rebuild a directory's entries from its server records (see kbfs.names)."""
+        before = self._view(state)
+        self._rebuild_entries(dir_node, state)
+        if self.invalidate_entry is not None:
+            after = self._view(state)
+            for name, ino in before.items():
+                if after.get(name) != ino:
+                    # The kernel may still map this name to the old inode for entry_timeout.
+                    self.invalidate_entry(dir_node.ino, name)
+
+    def _rebuild_entries(self, dir_node: Node, state: _ContainerDir) -> None:
         named = assign_names(
-            (r.id, r.name, r) for r in state.records.values() if r.id not in state.hidden
+            (r.id, r.name, r)
+            for r in state.records.values()
+            if not _same_version(state.hidden.get(r.id), r) and file_key(r) not in state.doomed
         )
         entries: dict[str, int] = {}
         for name, record in named.items():
@@ -433,7 +485,7 @@ class Vfs:
             gone = self.inodes.get(ino)
             if gone is None:
                 continue
-            if gone.pending is not None:
+            if gone.pending is not None and gone.linked and not gone.discarded:
                 # Deleted on the server while it holds unsaved local content: keep it as a
                 # new local file so the bytes stay visible and get uploaded.
                 gone.record = None
@@ -449,7 +501,7 @@ class Vfs:
             if node is not None and self.inodes.by_key(file_key(record)) is None:
                 self.inodes.rekey(node, file_key(record))
                 node.record = record
-        return self.inodes.ensure(
+        node = self.inodes.ensure(
             file_key(record),
             NodeType.FILE,
             name=record.name,
@@ -458,6 +510,9 @@ class Vfs:
             task_id=dir_node.task_id,
             record=record,
         )
+        if node.pending is None:
+            node.record = record  # the latest metadata (user names can change)
+        return node
 
     async def _prefetch(self, dir_nodes: list[Node]) -> None:
         """Fetch the stale listings of many file directories in batched requests.
@@ -469,6 +524,7 @@ class Vfs:
         stale = [n for n in dir_nodes if not self._fresh(self._dir_state(n))]
         if len(stale) < 2:
             return
+        since = {n.ino: self._dir_state(n).generation for n in stale}
         try:
             results = await self.client.list_files_many([n.container for n in stale])
         except KanboardError as exc:
@@ -481,7 +537,7 @@ class Vfs:
             state = self._dir_state(dir_node)
             if self._fresh(state) or state.lock.locked():
                 continue
-            state.records = {r.id: r for r in result}
+            state.apply_fetch(result, since[dir_node.ino])
             state.fetched_at = now
             self._apply_records(dir_node, state)
         self.stats.listings += 1
@@ -777,9 +833,10 @@ class Vfs:
         """On every close(): upload a dirty file, and fail the close if that fails."""
         handle = self.handle(fh)
         node = handle.node
-        if not handle.writable or node.pending is None or not node.linked:
+        if not handle.writable or node.pending is None or node.discarded:
             return
         if node.pending.dirty:
+            self._relink(node)
             await self.upload(node)
 
     async def fsync(self, fh: int) -> None:
@@ -802,7 +859,7 @@ class Vfs:
         pending = node.pending
         if pending is None:
             return
-        if not node.linked:
+        if node.discarded:
             self.spool.discard(pending)
             node.pending = None
         elif not pending.dirty and node.record is not None:
@@ -857,9 +914,11 @@ class Vfs:
                 if problem is not None:
                     raise ContentUnstorable(problem)
                 version = pending.version
-                record = await self._find_lost_upload(container, server_name, size, pending)
+                record = await self._resolve_lost(node, container, server_name, size)
                 if record is None:
-                    pending.attempt_started = time.time()
+                    # Written down before sending: a crash mid-request leaves a trace.
+                    attempt = (time.time(), size, None)
+                    pending.lost.append(attempt)
                     self.spool.describe(pending, container, server_name, node.record)
                     try:
                         with open(pending.path, "rb") as source:
@@ -873,15 +932,19 @@ class Vfs:
                         RpcError,
                         SourceError,
                     ):
-                        pending.attempt_started = None  # answered: nothing was created
+                        pending.lost.remove(attempt)  # answered: nothing was created
                         raise
                     except TransportError as exc:
-                        if not exc.request_sent:
-                            pending.attempt_started = None
+                        pending.lost.remove(attempt)
+                        if exc.request_sent:
+                            await self._note_lost(pending, container, server_name, attempt)
                         raise
-                    # Anything else (a 500, a garbled answer, a cancelled request) may have
-                    # created the file: attempt_started stays, the next attempt looks first.
-                    pending.attempt_started = None
+                    except Exception:
+                        # A 500, a garbled answer: the file may exist. Remember what was sent.
+                        pending.lost.remove(attempt)
+                        await self._note_lost(pending, container, server_name, attempt)
+                        raise
+                    pending.lost.remove(attempt)
                     record = await self._confirm(container, new_id, server_name, size)
                 pending.uploaded_version = version
                 pending.last_error = None
@@ -908,7 +971,7 @@ class Vfs:
                 self.stats.upload_failures += 1
                 pending.last_error = str(exc)
                 pending.failures += 1
-                pending.next_retry = self.clock() + min(300.0, 2.0 * 2**pending.failures)
+                pending.next_retry = self.clock() + min(30.0, 2.0 * 2**pending.failures)
                 pending.permanent = _is_permanent(exc, pending.failures)
                 try:
                     self.spool.describe(pending, container, server_name, node.record)
@@ -929,29 +992,90 @@ class Vfs:
             if self._uploads_in_flight == 0:
                 self._uploads_idle.set()
 
-    async def _find_lost_upload(
-        self, container: Container, name: str, size: int, pending: PendingFile
+    async def _digest(self, pending: PendingFile) -> str:
+        return await trio.to_thread.run_sync(digest, pending.path)
+
+    async def _note_lost(
+        self,
+        pending: PendingFile,
+        container: Container,
+        name: str,
+        attempt: tuple[float, int, str | None],
+    ) -> None:
+        entry = (attempt[0], attempt[1], await self._digest(pending))
+        pending.lost.append(entry)
+        self._state_of(container).lost.append((name, *entry))
+
+    async def _resolve_lost(
+        self, node: Node | None, container: Container, name: str, size: int
     ) -> FileRecord | None:
-        """After a create whose answer was lost: the file it made, if it made one."""
-        if pending.attempt_started is None:
+        """After creates of ``name`` whose answers were lost: adopt the file that holds the
+        current content (if ``node`` is given), and remove the others — files made by
+        attempts that failed. One listing call, and only when there is something to resolve.
+
+        A file counts as made by a lost attempt when it has that name and size, is dated no
+        earlier than the attempt, and is not one this mount created and confirmed.
+        """
+        state = self._state_of(container)
+        pending = node.pending if node is not None else None
+        entries = [e for e in state.lost if e[0] == name]
+        if pending is not None:
+            entries += [(name, *e) for e in pending.lost if (name, *e) not in entries]
+        if not entries:
             return None
-        started = pending.attempt_started
-        known = self._dirs.get(container, _ContainerDir()).records
         records = await self.client.list_files(container)
-        candidates = [
-            r
-            for r in records
-            if r.name == name and r.size == size and r.date >= int(started) - 1 and r.id
-        ]
-        # Prefer one this mount has not seen before: it is the lost upload's.
-        candidates.sort(key=lambda r: (r.id in known, -r.date, -r.id))
-        pending.attempt_started = None
-        if not candidates:
-            return None
-        log.info(
-            "the upload of %s sent at %.0f did arrive: file %d", name, started, candidates[0].id
-        )
-        return candidates[0]
+        keep = set(state.ours)
+        if node is not None and node.record is not None:
+            keep.add(file_key(node.record))
+        current: str | None = None
+        adopt = None
+        for _name, started, lost_size, lost_digest in sorted(entries, key=lambda e: -e[1]):
+            candidates = [
+                r
+                for r in records
+                if r.name == name
+                and r.size == lost_size
+                and r.date >= int(started) - 1
+                and file_key(r) not in keep
+            ]
+            if not candidates:
+                continue
+            found = max(candidates, key=lambda r: (r.date, r.id))
+            keep.add(file_key(found))
+            same = pending is not None and lost_size == size
+            if same and lost_digest is not None:
+                assert pending is not None
+                current = current or await self._digest(pending)
+                same = current == lost_digest
+            if same and adopt is None:
+                adopt = found
+                log.info("the lost upload of %s did arrive: file %d", name, found.id)
+            else:
+                log.info(
+                    "removing file %d: made by an upload of %s whose answer was lost",
+                    found.id,
+                    name,
+                )
+                state.doomed.add(file_key(found))
+                self._stale_removals.append((container, found))
+        state.lost = [e for e in state.lost if e[0] != name]
+        if pending is not None:
+            pending.lost = []
+        return adopt
+
+    async def _sweep_lost(self) -> None:
+        """Resolve lost attempts of names nobody is uploading any more (removed, renamed)."""
+        for container, state in list(self._dirs.items()):
+            for name in {e[0] for e in state.lost}:
+                busy = any(
+                    n.pending is not None and n.pending.dirty and not n.discarded
+                    for n in (self.inodes.get(i) for i in self._view(state).values())
+                    if n is not None and (n.record.name if n.record else n.name) == name
+                )
+                if busy:
+                    continue
+                with contextlib.suppress(KanboardError):
+                    await self._resolve_lost(None, container, name, -1)
 
     async def _confirm(
         self, container: Container, file_id: int, name: str, size: int
@@ -999,36 +1123,62 @@ class Vfs:
         self.inodes.rekey(node, file_key(record))
         node.record = record
         if old is not None:
-            state.records.pop(old.id, None)
-        state.records[record.id] = record
+            state.note_remove(old.id)
+        state.note_add(record)
+        state.ours.add(file_key(record))
         state.local.pop(node.name, None)
         self._apply_records(parent, state)
 
-    async def _remove_replaced(self, container: Container, old: FileRecord, node: Node) -> None:
-        """Remove a server version that a confirmed upload has superseded."""
+    async def _remove_replaced(
+        self, container: Container, old: FileRecord, node: Node | None, *, verify: bool = False
+    ) -> None:
+        """Remove a server version that a confirmed upload has superseded.
+
+        If that fails, the new content is safe anyway; the old version stays visible and its
+        removal is retried in the background (after checking it is still the same file).
+        """
         try:
-            if not old.path:
-                # Known only from a spool entry: the id may have been reused since (§7).
+            if verify or not old.path:
+                # Known only from a spool entry, or queued a while ago: the id may have been
+                # reused since (API-FACTS §7), so remove it only if it is still that file.
                 try:
                     current = await self.client.get_file(container, old.id)
                 except NotFound:
-                    return
-                if old.etag is not None and current.etag != old.etag:
+                    current = None
+                if current is None or (
+                    old.etag is not None and current.etag is not None and current.etag != old.etag
+                ):
+                    self._forget_record(container, old)
                     return
             await self._remove_remote(container, old)
             self.stats.removals += 1
+            log.debug("removed superseded %s file %d (%r)", old.kind.value, old.id, old.name)
         except KanboardError as exc:
-            # The new content is safely on the server; the old copy stays visible.
             log.warning(
-                "%s was saved, but its previous version (file %d) could not be removed: %s",
-                self.path_of(node),
+                "%s: the superseded file %d could not be removed yet (%s); will retry",
+                self.path_of(node) if node is not None else container,
                 old.id,
                 exc,
             )
+            if (container, old) not in self._stale_removals:
+                self._stale_removals.append((container, old))
+            self._state_of(container).doomed.add(file_key(old))
             self._dirs.get(container, _ContainerDir()).fetched_at = -1e18
             return
+        self._forget_record(container, old)
+
+    def _state_of(self, container: Container) -> _ContainerDir:
         state = self._dirs.get(container)
-        if state is not None and state.records.pop(old.id, None) is not None:
+        if state is None:
+            state = self._dirs[container] = _ContainerDir()
+        return state
+
+    def _forget_record(self, container: Container, old: FileRecord) -> None:
+        state = self._dirs.get(container)
+        if state is not None:
+            state.doomed.discard(file_key(old))
+        if state is not None and old.id in state.records:
+            state.note_remove(old.id)
             dir_ino = self._container_dir_ino(container)
             self._apply_records(self.node(dir_ino), state)
 
@@ -1106,6 +1256,7 @@ class Vfs:
             node.pending = pending
             node.record = replaces
             state.local[name] = node.ino
+            state.lost += [(name, *entry) for entry in pending.lost]
             adopted += 1
             log.warning(
                 "found an unsaved file from an earlier mount: %s (%d bytes); uploading it",
@@ -1125,9 +1276,13 @@ class Vfs:
 
     async def retry_once(self) -> None:
         now = self.clock()
+        await self._sweep_lost()
+        stale, self._stale_removals = self._stale_removals, []
+        for container, record in stale:
+            await self._remove_replaced(container, record, None, verify=True)
         for node in self.pending_files():
             pending = node.pending
-            if pending is None or not node.linked:
+            if pending is None or node.discarded:
                 continue
             if any(h.node is node and h.writable for h in self._handles.values()):
                 continue  # its writer's close() uploads it
@@ -1138,6 +1293,7 @@ class Vfs:
             if not pending.permanent and pending.next_retry > now:
                 continue
             if not pending.permanent:
+                self._relink(node)
                 # upload() logs a failure and schedules the next attempt itself.
                 with contextlib.suppress(FsError):
                     await self.upload(node)
@@ -1158,6 +1314,12 @@ class Vfs:
             "path": self.path_of(node),
         }
         target = self.spool.recover(pending, node.name, reason, meta)
+        stale_before = list(node.stale)
+        for where, stale in node.stale:  # never superseded after all: show them again
+            self._state_of(where).doomed.discard(file_key(stale))
+        node.stale = []
+        if node.record is not None:
+            self._state_of(container).doomed.discard(file_key(node.record))
         log.error(
             "%s cannot be stored on the server (%s); its bytes were moved to %s",
             self.path_of(node),
@@ -1165,13 +1327,16 @@ class Vfs:
             target,
         )
         node.pending = None
-        state = self._dir_state(self.node(node.parent))
-        if node.record is not None and node.record.path and node.record.id in state.records:
-            return  # the server version it was to replace is shown again
+        parent = self.node(node.parent)
+        state = self._dir_state(parent)
         for name, ino in list(state.local.items()):
             if ino == node.ino:
                 del state.local[name]
         node.linked = False
+        # The versions it was to replace are shown again (a server file's node relinks).
+        self._apply_records(parent, state)
+        for where in {c for c, _ in stale_before}:
+            self._apply_records(self.node(self._container_dir_ino(where)), self._state_of(where))
 
     async def wait_uploads_idle(self, timeout: float) -> bool:
         with trio.move_on_after(timeout):
@@ -1191,20 +1356,28 @@ class Vfs:
         self._check_writable(parent)
         state = self._dir_state(parent)
         record = node.record
-        if record is not None and record.id in state.records:
+        if record is not None:
+            # The server file this entry shows or is about to replace (even if a pending move
+            # or save already took it out of the listing).
             await self._remove_remote(parent.container, record)
-            state.records.pop(record.id, None)
+            state.note_remove(record.id)
+            state.doomed.discard(file_key(record))
             self.stats.removals += 1
+        for where, stale in node.stale:
+            # Sources of a move still waiting for its upload: the user removed the result.
+            await self._remove_replaced(where, stale, node, verify=True)
+        node.stale = []
         if node.hides is not None:
             where, hidden = node.hides
             await self._remove_remote(where, hidden)
             self._dirs.get(where, _ContainerDir()).hidden.pop(hidden.id, None)
-            self._dirs.get(where, _ContainerDir()).records.pop(hidden.id, None)
+            self._dirs.get(where, _ContainerDir()).note_remove(hidden.id)
             node.hides = None
             self.stats.removals += 1
         state.local.pop(name, None)
         self._apply_records(parent, state)
         node.linked = False
+        node.discarded = True
         if node.open_handles == 0:
             self._settle(node)
 
@@ -1256,7 +1429,7 @@ class Vfs:
                 if size != pending.size():
                     os.truncate(pending.path, size)
                     pending.touch()
-            if fh is None and pending.dirty and node.linked:
+            if fh is None and pending.dirty and not node.discarded:
                 await self.upload(node)  # truncate(1) has no close() to upload on
             if fh is None and node.open_handles == 0:
                 self._settle(node)
@@ -1330,9 +1503,10 @@ class Vfs:
             self.inodes.rekey(node, ("moved", node.ino))
             self._place(node, dst_dir, dst_state, name_new)
             return
-        if node.pending is not None and (writers or node.pending.dirty or source_record is None):
-            # Content that is (or will be) uploaded from local data: move it, upload later
-            # or now, and let that upload remove what it supersedes.
+        if writers:
+            # Still open for writing: move it now; its writers' close uploads it under the
+            # new name, and that upload removes what it supersedes (rclone does the same).
+            assert node.pending is not None
             self._detach(node, src_dir, src_state)
             if source_record is not None:
                 node.stale.append((src_container, source_record))
@@ -1341,44 +1515,111 @@ class Vfs:
                 self._detach(target, dst_dir, dst_state)
                 if target.record is not None:
                     node.record = target.record  # replaced once the upload is confirmed
-                    self.inodes.rekey(node, ("moved", node.ino))
+                node.stale += target.stale
+                target.stale = []
                 self._drop_local(target)
+            self.inodes.rekey(node, ("moved", node.ino))
             self._place(node, dst_dir, dst_state, name_new)
             self.spool.describe(node.pending, dst_dir.container, name_new, node.record)
-            if not writers:
-                if source_record is not None or node.pending.size() > 0:
-                    node.pending.touch()
-                await self.upload(node)
             return
-        # A server file with no local changes: copy it server-side through our cache.
-        assert source_record is not None
-        if node.pending is not None:  # same content as the server's, not yet in the cache
-            path = node.pending.path
-        else:
-            path = await self.content.ensure(src_container, source_record)
-        size = path.stat().st_size
-        async with self._name_lock(dst_dir.container, name_new):
-            with open(path, "rb") as data:
-                new_id = await self.client.create_file(dst_dir.container, name_new, data, size)
-            record = await self._confirm(dst_dir.container, new_id, name_new, size)
-        self.stats.uploads += 1
-        self._detach(node, src_dir, src_state)
+        await self._rename_now(node, src_dir, dst_dir, name_new, target)
+
+    async def _rename_now(
+        self, node: Node, src_dir: Node, dst_dir: Node, name_new: str, target: Node | None
+    ) -> None:
+        """Upload the content at the target first, through a staging node that is in no
+        view; only once that is confirmed does the moved node take its place and the source
+        (and a replaced target) go. A failure changes nothing the user can see (POSIX)."""
+        src_container, dst_container = src_dir.container, dst_dir.container
+        src_state, dst_state = self._dir_state(src_dir), self._dir_state(dst_dir)
+        source_record = node.record
         replaced = target.record if target is not None else None
+        if node.pending is not None:
+            content = node.pending.path
+        else:
+            assert source_record is not None
+            content = await self.content.ensure(src_container, source_record)
+        if _size_or_zero_path(content) == 0 or self.is_local_name(name_new):
+            # Nothing Kanboard could take (empty, or a scratch name): it simply moves here.
+            self._detach(node, src_dir, src_state)
+            if source_record is not None:
+                src_state.hidden[source_record.id] = source_record
+                node.hides = (src_container, source_record)
+            if target is not None:
+                self._detach(target, dst_dir, dst_state)
+                self._drop_local(target)
+            node.record = None
+            self.inodes.rekey(node, ("moved", node.ino))
+            self._place(node, dst_dir, dst_state, name_new)
+            return
+        stage = self.inodes.new_local(
+            name=name_new,
+            parent=dst_dir.ino,
+            project_id=dst_dir.project_id,
+            task_id=dst_dir.task_id,
+        )
+        stage.linked = False
+        stage.record = replaced
+        stage.pending = self.spool.create(dst_container, name_new, replaced, content)
+        stage.pending.touch()
+        if source_record is not None:
+            stage.stale.append((src_container, source_record))
+        if node.hides is not None:
+            stage.stale.append(node.hides)
+        # What the source and the target were already due to supersede goes with them.
+        stage.stale += node.stale
+        if target is not None:
+            stage.stale += target.stale
+        try:
+            await self.upload(stage)
+        except BaseException:
+            await self._abandon_stage(stage)
+            raise
+        record = stage.record
+        assert record is not None and record is not replaced
+        # Confirmed: the moved node (the inode the kernel now shows at the new name) takes
+        # the staging node's identity.
+        node.hides = None
+        self._detach(node, src_dir, src_state)
         if target is not None:
             self._detach(target, dst_dir, dst_state)
             self._drop_local(target)
-        node.record = None
-        self._place(node, dst_dir, dst_state, name_new)
-        self._attach(node, record, None)
-        self.content.adopt(record, _copy_for_cache(path))
-        if replaced is not None:
-            await self._remove_replaced(dst_dir.container, replaced, node)
-        await self._remove_replaced(src_container, source_record, node)
+        if node.pending is not None:
+            self.spool.discard(node.pending)
+            node.pending = None
+        node.stale = []
+        if target is not None:
+            target.stale = []
+        if stage.pending is not None:  # not settled yet: its bytes are the new content
+            self.content.adopt(record, self.spool.release_data(stage.pending))
+            stage.pending = None
+        stage.discarded = True
+        self.inodes.rekey(stage, ("staged", stage.ino))
+        node.record = record
+        self.inodes.rekey(node, file_key(record))
+        node.parent, node.project_id, node.task_id = (
+            dst_dir.ino,
+            dst_dir.project_id,
+            dst_dir.task_id,
+        )
+        node.linked = True
+        self._apply_records(dst_dir, dst_state)
+
+    async def _abandon_stage(self, stage: Node) -> None:
+        """A rename's upload failed: drop the staged copy (the source still has the bytes).
+        What a lost answer may have created at the target is swept by the retry loop."""
+        pending = stage.pending
+        stage.discarded = True
+        stage.pending = None
+        if pending is not None:
+            self.spool.discard(pending)
 
     def _detach(self, node: Node, dir_node: Node, state: _ContainerDir) -> None:
         """Take ``node`` out of a directory's view (server records and local names)."""
+        node.linked = False
         if node.record is not None:
-            state.records.pop(node.record.id, None)
+            state.note_remove(node.record.id)
+            state.doomed.add(file_key(node.record))  # until its removal is confirmed
         for name, ino in list(state.local.items()):
             if ino == node.ino:
                 del state.local[name]
@@ -1393,9 +1634,24 @@ class Vfs:
         node.linked = True
         state.local[name] = node.ino
 
+    def _relink(self, node: Node) -> None:
+        """Show unsaved content again that lost its entry without the user removing it (the
+        server file it replaces was deleted elsewhere, or renamed by the duplicate rule)."""
+        if node.linked or node.discarded or node.pending is None:
+            return
+        parent = self.node(node.parent)
+        state = self._dir_state(parent)
+        node.record = (
+            None if node.record is None or node.record.id not in state.records else (node.record)
+        )
+        state.local[node.name] = node.ino
+        node.linked = True
+        log.info("%s: unsaved content shown again under its name", self.path_of(node))
+
     def _drop_local(self, node: Node) -> None:
         """A node replaced by a rename: its local content goes once nobody has it open."""
         node.linked = False
+        node.discarded = True
         if node.open_handles == 0:
             self._settle(node)
 
@@ -1522,11 +1778,15 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
-def _copy_for_cache(path: Path) -> Path:
-    """A copy of cached content that ``ContentCache.adopt`` may consume."""
-    copy = path.with_name(path.name + f".{os.getpid()}.copy.part")
-    shutil.copyfile(path, copy)
-    return copy
+def _same_version(a: FileRecord | None, b: FileRecord) -> bool:
+    return a is not None and file_key(a) == file_key(b)
+
+
+def _size_or_zero_path(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _size_or_zero(pending: PendingFile) -> int:

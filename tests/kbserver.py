@@ -184,6 +184,16 @@ class KanboardServer:
             data["delay"] = delay
         self._control("faults", data)
 
+    def chaos(
+        self,
+        rate: float,
+        kinds: list[str] | None = None,
+        methods: list[str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Random faults on a ``rate`` share of calls (0 stops them); see FaultPlan.chaos."""
+        self._control("chaos", {"rate": rate, "kinds": kinds, "methods": methods, "seed": seed})
+
     def clear_faults(self) -> None:
         """Drop all pending faults."""
         self._control("clear-faults", {})

@@ -261,7 +261,9 @@ class JsonBase64Decoder:
             if cut is not None:
                 self._pending = seg[cut:]
                 seg = seg[:cut]
-        seg = _unescape(seg).translate(None, _WS)
+        seg = _unescape(seg)
+        if b"\n" in seg or b" " in seg or b"\r" in seg or b"\t" in seg:
+            seg = seg.translate(None, _WS)  # rare: a copy of the whole chunk otherwise
         self.base64_chars += len(seg)
         if self._quantum:
             seg = self._quantum + seg

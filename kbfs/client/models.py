@@ -111,8 +111,12 @@ class FileRecord:
 
     @property
     def version_key(self) -> str:
-        """What distinguishes two files that carried the same id at different times."""
-        return self.etag or f"{self.path}:{self.date}:{self.size}"
+        """What distinguishes two files that carried the same id at different times.
+
+        The etag alone is not enough: a reused id (API-FACTS §7) with the same name uploaded in
+        the same second gets the same storage path, hence the same etag.
+        """
+        return f"{self.etag or self.path}:{self.date}:{self.size}"
 
     @classmethod
     def from_json(cls, kind: Kind, value: Any) -> FileRecord:

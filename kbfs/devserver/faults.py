@@ -7,6 +7,7 @@ JSON-RPC calls per method, so tests can assert how many round trips the client m
 
 from __future__ import annotations
 
+import random
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -32,11 +33,40 @@ class Fault:
 
 
 class FaultPlan:
-    """Thread-safe list of pending fault rules."""
+    """Thread-safe list of pending fault rules, plus an optional random "chaos" mode.
+
+    Chaos gives each matching call a fault with probability ``rate``, drawn from ``kinds`` with
+    a seeded generator: stress tests get reproducible misbehaviour without scripting each call.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rules: list[Fault] = []
+        self._chaos: tuple[float, list[str], frozenset[str] | None, random.Random] | None = None
+
+    def chaos(
+        self,
+        rate: float,
+        kinds: list[str] | None = None,
+        methods: list[str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Start (rate > 0) or stop (rate 0) random faults."""
+        if rate <= 0:
+            with self._lock:
+                self._chaos = None
+            return
+        chosen = list(kinds or ["http500", "html", "garbage", "truncated", "drop", "rpc_error"])
+        unknown = set(chosen) - (FAULT_KINDS - {"delay"})
+        if unknown or rate > 1:
+            raise ValueError(f"bad chaos settings: kinds {sorted(unknown)}, rate {rate}")
+        with self._lock:
+            self._chaos = (
+                rate,
+                chosen,
+                frozenset(methods) if methods else None,
+                random.Random(seed),
+            )
 
     def add(self, method: str, kind: str, count: int = 1, delay: float | None = None) -> Fault:
         """Queue a rule; raises ValueError for an unknown kind or a bad count."""
@@ -65,6 +95,10 @@ class FaultPlan:
                     if rule.count <= 0:
                         self._rules.remove(rule)
                     return rule
+            if self._chaos is not None:
+                rate, kinds, methods, rng = self._chaos
+                if (methods is None or method in methods) and rng.random() < rate:
+                    return Fault(method, rng.choice(kinds), 1)
         return None
 
     def pending(self) -> list[dict[str, Any]]:

@@ -277,6 +277,15 @@ class DevServer:
             return {"ok": True, "pending": self.faults.pending()}
         if action == "clear-faults":
             self.faults.clear()
+            self.faults.chaos(0)
+            return {"ok": True}
+        if action == "chaos":
+            self.faults.chaos(
+                float(data.get("rate", 0)),
+                data.get("kinds"),
+                data.get("methods"),
+                int(data.get("seed", 0)),
+            )
             return {"ok": True}
         if action == "config":
             if "latency" in data:
