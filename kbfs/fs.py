@@ -69,12 +69,20 @@ class Operations(pyfuse3.Operations):
     enable_acl = False
 
     def __init__(
-        self, vfs: Vfs, *, attr_timeout: float = 1.0, negative_timeout: float = 1.0
+        self,
+        vfs: Vfs,
+        *,
+        attr_timeout: float = 1.0,
+        negative_timeout: float = 1.0,
+        xattrs: bool = True,
     ) -> None:
         super().__init__()
         self.vfs = vfs
         self.attr_timeout = attr_timeout
         self.negative_timeout = negative_timeout
+        # Without xattrs, ENOSYS makes the kernel stop asking: two round trips fewer per file
+        # in ls -l (which asks for ACLs and SELinux labels).
+        self.xattr_errno = pyfuse3.ENOATTR if xattrs else errno.ENOSYS
         vfs.invalidate_entry = self._invalidate_entry
 
     @staticmethod
@@ -161,9 +169,9 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        if not name.startswith(b"user.kanboard."):
+        if not name.startswith(b"user.kanboard.") or self.xattr_errno == errno.ENOSYS:
             # ls -l asks for ACLs and SELinux labels on every file: answer at once.
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            raise pyfuse3.FUSEError(self.xattr_errno)
         value = self.vfs.xattrs(inode).get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
@@ -171,6 +179,8 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        if self.xattr_errno == errno.ENOSYS:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         return [os.fsencode(name) for name in self.vfs.xattrs(inode)]
 
     @fuse_errors

@@ -172,7 +172,7 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
             content,
             spool,
         )
-        ops = Operations(vfs, attr_timeout=options.attr_timeout)
+        ops = Operations(vfs, attr_timeout=options.attr_timeout, xattrs=options.xattr)
         publisher = StatusPublisher(request, vfs)
         pyfuse3.init(ops, str(request.mountpoint), fuse_options(options))
         log.info("mounted %s at %s", client.endpoint, request.mountpoint)

@@ -59,6 +59,7 @@ class MountOptions:
     umask: int = 0o022
     read_only: bool = False
     allow_other: bool = False
+    xattr: bool = True  # noxattr: no user.kanboard.* attributes, and a faster ls -l
     dir_cache_ttl: float = 5.0
     attr_timeout: float = 1.0
     timeout: float = 30.0
@@ -85,7 +86,7 @@ _FLOAT = {"dir_cache_ttl", "attr_timeout", "timeout"}
 _STR = {"cache_dir", "state_dir", "token_file", "user", "log_level", "cafile"}
 
 
-FLAGS = frozenset({"ro", "allow_other"})
+FLAGS = frozenset({"ro", "allow_other", "xattr", "noxattr"})
 VALUED = frozenset(_INT | _FLOAT | _STR | {"umask", "cache_size", "local_names", "local_names_add"})
 
 
@@ -110,6 +111,8 @@ def parse_options(specs: list[str], base: MountOptions | None = None) -> MountOp
                     values["read_only"] = True
                 elif key == "allow_other":
                     values["allow_other"] = True
+                elif key in ("xattr", "noxattr"):
+                    values["xattr"] = key == "xattr"
                 elif key == "umask":
                     values["umask"] = int(value, 8)
                     if not 0 <= values["umask"] <= 0o777:  # type: ignore[operator]

@@ -241,6 +241,8 @@ class Vfs:
         self._uploads_idle.set()
         self._provisional: dict[tuple[Kind, int], int] = {}
         self._stale_removals: list[tuple[Container, FileRecord]] = []
+        # Versions known only from an earlier mount's spool: checked before being removed.
+        self._unverified: set[tuple[object, ...]] = set()
         # Set by the FUSE adapter: tell the kernel a name no longer means what it cached.
         self.invalidate_entry: Callable[[int, str], None] | None = None
         self.projects_node = self.inodes.ensure(
@@ -1138,16 +1140,14 @@ class Vfs:
         removal is retried in the background (after checking it is still the same file).
         """
         try:
-            if verify or not old.path:
+            if verify or not old.path or file_key(old) in self._unverified:
                 # Known only from a spool entry, or queued a while ago: the id may have been
                 # reused since (API-FACTS §7), so remove it only if it is still that file.
                 try:
                     current = await self.client.get_file(container, old.id)
                 except NotFound:
                     current = None
-                if current is None or (
-                    old.etag is not None and current.etag is not None and current.etag != old.etag
-                ):
+                if current is None or file_key(current) != file_key(old):
                     self._forget_record(container, old)
                     return
             await self._remove_remote(container, old)
@@ -1241,10 +1241,10 @@ class Vfs:
                     kind=container.kind,
                     id=int(meta["replaces_file_id"]),
                     name=str(meta.get("replaces_name") or name),
-                    size=0,
-                    date=0,
+                    size=int(meta.get("replaces_size") or 0),
+                    date=int(meta.get("replaces_date") or 0),
                     is_image=False,
-                    path="",  # marks a record known only from the spool
+                    path=str(meta.get("replaces_path") or ""),
                     etag=meta.get("replaces_etag"),
                     project_id=project_id if task_id is None else None,
                     task_id=task_id,
@@ -1255,6 +1255,8 @@ class Vfs:
             )
             node.pending = pending
             node.record = replaces
+            if replaces is not None:
+                self._unverified.add(file_key(replaces))
             state.local[name] = node.ino
             state.lost += [(name, *entry) for entry in pending.lost]
             adopted += 1
@@ -1581,6 +1583,12 @@ class Vfs:
         # the staging node's identity.
         node.hides = None
         self._detach(node, src_dir, src_state)
+        if source_record is not None and (src_container, source_record) not in (
+            self._stale_removals
+        ):
+            # Already removed by the upload: nothing left to hide (a reused id with the same
+            # name, size and second would otherwise stay hidden).
+            src_state.doomed.discard(file_key(source_record))
         if target is not None:
             self._detach(target, dst_dir, dst_state)
             self._drop_local(target)

@@ -157,6 +157,21 @@ class KanboardServer:
             raise RpcFailure(status, payload)
         return payload["result"]
 
+    def rpc_batch(self, calls: list[tuple[str, Any]]) -> list[Any]:
+        """Several calls in one JSON-RPC batch (app token); results in order, raise on errors."""
+        batch = []
+        for method, params in calls:
+            self._next_id += 1
+            batch.append(
+                {"jsonrpc": "2.0", "method": method, "id": self._next_id, "params": params}
+            )
+        status, payload = self.raw(batch, auth=self._auth(None, None))
+        if status != 200 or not isinstance(payload, list):
+            raise RpcFailure(status, payload)
+        if any("error" in item for item in payload):
+            raise RpcFailure(status, payload)
+        return [item["result"] for item in payload]
+
     # -- control endpoints --------------------------------------------------------------------
 
     def _control(self, name: str, data: dict[str, Any] | None = None) -> Any:
