@@ -60,7 +60,7 @@ def test_cache_size_bounds_the_cache_but_never_open_files(kb, mounter: Mounter) 
         kb.upload_task_file(p, t, name, data)
     m = mounter(kb, "cache_size=700K")
     d = m.p("projects", p, "tasks", t)
-    held = subprocess.Popen(["sh", "-c", f"exec 3<'{d / 'f0.bin'}'; sleep 30"])
+    held = subprocess.Popen(["sh", "-c", f"exec 3<'{d / 'f0.bin'}'; exec sleep 30"])
     try:
         for name, data in blobs.items():
             assert (d / name).read_bytes() == data
