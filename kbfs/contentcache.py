@@ -14,6 +14,7 @@ runs in the background and a reader is served as soon as the bytes it asks for h
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -46,6 +47,11 @@ class _Download:
         self.done = trio.Event()
         self.error: BaseException | None = None
         self.progress = 0  # written by the sink, possibly from a worker thread
+        self.changed = trio.Event()  # set (and replaced) whenever more bytes are on disk
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
 
 class _ProgressSink:
@@ -61,6 +67,10 @@ class _ProgressSink:
             n = self._file.write(view)
             view = view[n:]
         self._download.progress = self._file.tell()
+        # Wake readers now rather than at their next poll. RuntimeError: called on the trio
+        # thread itself, not from a worker thread.
+        with contextlib.suppress(RuntimeError):
+            trio.from_thread.run_sync(self._download.notify)
         return len(data)
 
     def seekable(self) -> bool:
@@ -103,12 +113,11 @@ class Opened:
         if download is None:
             return
         end = min(end, self.size)
-        delay = 0.001
         seen, since = download.progress, trio.current_time()
         while download.progress < end and not download.done.is_set():
-            with trio.move_on_after(delay):
-                await download.done.wait()
-            delay = min(delay * 2, 0.02)
+            changed = download.changed
+            with trio.move_on_after(0.05):  # the sink also wakes us; this is a safety net
+                await changed.wait()
             if download.progress != seen:
                 seen, since = download.progress, trio.current_time()
             elif trio.current_time() - since > stall_timeout:
