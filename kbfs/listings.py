@@ -1,0 +1,84 @@
+"""What the server last said about each directory, and this mount's changes since.
+
+A listing is cached for the directory TTL and refreshed by one call (or one batch); while a
+refresh is in flight this mount may change the directory itself, so each file directory keeps a
+numbered journal of its own changes and replays the ones a late answer could not have seen.
+Pure data with no I/O: the vfs decides when to fetch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+from kbfs.client.models import FileRecord, Project, Task
+
+
+@dataclass(eq=False)
+class Listing:
+    """A cached server listing with its fetch time and a lock that shares refreshes."""
+
+    fetched_at: float = -1e18
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    failing: bool = False  # the last refresh failed: the cached listing is shown as it was
+
+
+@dataclass(eq=False)
+class ContainerDir(Listing):
+    records: dict[int, FileRecord] = field(default_factory=dict)
+    entries: dict[str, int] = field(default_factory=dict)  # from the server listing
+    local: dict[str, int] = field(default_factory=dict)  # files that exist only here
+    # Server files renamed to a scratch name (vim's "doc.txt" -> "doc.txt~"): still on the
+    # server, not shown under their own name; removed once a new version of that name is
+    # uploaded, or when the scratch file is removed.
+    hidden: dict[int, FileRecord] = field(default_factory=dict)
+    # Server files this mount has superseded or moved away and is about to remove (or retries
+    # removing): never shown again, or a fresh listing would put the old version back in view.
+    doomed: set[tuple[object, ...]] = field(default_factory=set)  # file_key()s
+    # Creates whose answer was lost (name, time sent, size, sha256 or None): they may have
+    # made a file. Resolved before the next upload of that name, or swept by the retry loop.
+    lost: list[tuple[str, float, int, str | None]] = field(default_factory=list)
+    ours: set[tuple[object, ...]] = field(default_factory=set)  # versions we uploaded
+    # This mount's own changes, numbered: a listing requested before a change and answered
+    # after it must not undo it (an upload vanishing, a removed file coming back).
+    generation: int = 0
+    journal: list[tuple[int, float, FileRecord | None, int]] = field(default_factory=list)
+
+    def note_add(self, record: FileRecord) -> None:
+        self.records[record.id] = record
+        self._log(record, record.id)
+
+    def note_remove(self, file_id: int) -> None:
+        self.records.pop(file_id, None)
+        self._log(None, file_id)
+
+    def _log(self, record: FileRecord | None, file_id: int) -> None:
+        self.generation += 1
+        now = time.monotonic()
+        self.journal.append((self.generation, now, record, file_id))
+        if len(self.journal) > 64:
+            self.journal = [e for e in self.journal if now - e[1] < 300]
+
+    def apply_fetch(self, records: list[FileRecord], since: int) -> None:
+        """Take a fetched listing, then replay our changes made while it was in flight."""
+        self.records = {r.id: r for r in records}
+        for gen, _when, record, file_id in self.journal:
+            if gen <= since:
+                continue
+            if record is None:
+                self.records.pop(file_id, None)
+            else:
+                self.records[file_id] = record
+
+
+@dataclass(eq=False)
+class TaskList(Listing):
+    tasks: dict[int, Task] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class ProjectList(Listing):
+    projects: dict[int, Project] = field(default_factory=dict)
+    read_only: set[int] = field(default_factory=set)
