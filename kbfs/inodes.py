@@ -149,3 +149,22 @@ class InodeTable:
 
 def file_key(record: FileRecord) -> tuple[str, str, int, str]:
     return ("file", record.kind.value, record.id, record.version_key)
+
+
+def id_key(record: FileRecord) -> tuple[str, str, int]:
+    return ("id", record.kind.value, record.id)
+
+
+def doom_key(record: FileRecord) -> tuple[object, ...]:
+    """How a record is remembered in the doomed/ours sets. A provisional record (an upload
+    whose read-back failed: no etag, no path) is known by id only until a listing shows it."""
+    if record.etag is None and not record.path:
+        return id_key(record)
+    return file_key(record)
+
+
+def same_file(current: FileRecord, known: FileRecord) -> bool:
+    """Whether the server's ``current`` record is the file this mount knew as ``known``."""
+    if known.etag is None and not known.path:
+        return current.id == known.id and current.name == known.name
+    return file_key(current) == file_key(known)

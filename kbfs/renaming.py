@@ -16,7 +16,7 @@ from kbfs.errors import (
     NameTooLong,
     NotPermitted,
 )
-from kbfs.inodes import Node, NodeType, file_key
+from kbfs.inodes import Node, NodeType, doom_key, file_key
 from kbfs.listings import ContainerDir
 from kbfs.names import upload_name_error
 from kbfs.saving import _size_or_zero_path
@@ -119,6 +119,17 @@ class Renaming:
     async def _rename_now(
         self: Vfs, node: Node, src_dir: Node, dst_dir: Node, name_new: str, target: Node | None
     ) -> None:
+        # An upload of the source running meanwhile (a close elsewhere, the retry loop) would
+        # put the content under the old name too, and a write would be lost: hold its lock.
+        if node.pending is None:
+            await self._rename_locked(node, src_dir, dst_dir, name_new, target)
+            return
+        async with node.pending.lock:
+            await self._rename_locked(node, src_dir, dst_dir, name_new, target)
+
+    async def _rename_locked(
+        self: Vfs, node: Node, src_dir: Node, dst_dir: Node, name_new: str, target: Node | None
+    ) -> None:
         """Upload the content at the target first, through a staging node that is in no
         view; only once that is confirmed does the moved node take its place and the source
         (and a replaced target) go. A failure changes nothing the user can see (POSIX)."""
@@ -178,7 +189,7 @@ class Renaming:
         ):
             # Already removed by the upload: nothing left to hide (a reused id with the same
             # name, size and second would otherwise stay hidden).
-            src_state.doomed.discard(file_key(source_record))
+            src_state.doomed.discard(doom_key(source_record))
         if target is not None:
             self._detach(target, dst_dir, dst_state)
             self._drop_local(target)
@@ -217,7 +228,7 @@ class Renaming:
         node.linked = False
         if node.record is not None:
             state.note_remove(node.record.id)
-            state.doomed.add(file_key(node.record))  # until its removal is confirmed
+            state.doomed.add(doom_key(node.record))  # until its removal is confirmed
         for name, ino in list(state.local.items()):
             if ino == node.ino:
                 del state.local[name]

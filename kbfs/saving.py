@@ -36,7 +36,7 @@ from kbfs.errors import (
     UploadFailed,
     to_errno,
 )
-from kbfs.inodes import Node, file_key
+from kbfs.inodes import Node, doom_key, file_key, id_key, same_file
 from kbfs.listings import ContainerDir
 from kbfs.names import image_problem
 from kbfs.spool import PendingFile, digest
@@ -131,6 +131,13 @@ class Saving:
                 pending.last_error = None
                 pending.failures = 0
                 old = node.record
+                # Versions the latest listing still shows can be removed by id at once; any
+                # other may be gone already and its id reused by another file (§7): check it.
+                listed = {
+                    (c, r.id)
+                    for c, r in [(container, old), *node.stale]
+                    if r is not None and self._listed(c, r)
+                }
                 self._attach(node, record, old)
                 self.stats.uploads += 1
                 log.info("uploaded %s (%d bytes) as file %d", self.path_of(node), size, record.id)
@@ -144,7 +151,9 @@ class Saving:
                 if not pending.dirty:
                     self.spool.release_data(pending)  # the description is no longer needed
             for where, stale in replaced:
-                await self._remove_replaced(where, stale, node)
+                await self._remove_replaced(
+                    where, stale, node, verify=(where, stale.id) not in listed
+                )
             if node.open_handles == 0:
                 self._settle(node)  # a background upload: nobody will close this file
         except BaseException as exc:
@@ -218,6 +227,7 @@ class Saving:
                 and r.size == lost_size
                 and r.date >= int(started) - 1
                 and file_key(r) not in keep
+                and id_key(r) not in keep
             ]
             if not candidates:
                 continue
@@ -237,7 +247,7 @@ class Saving:
                     found.id,
                     name,
                 )
-                state.doomed.add(file_key(found))
+                state.doomed.add(doom_key(found))
                 self._stale_removals.append((container, found))
         state.lost = [e for e in state.lost if e[0] != name]
         if pending is not None:
@@ -306,7 +316,7 @@ class Saving:
         if old is not None:
             state.note_remove(old.id)
         state.note_add(record)
-        state.ours.add(file_key(record))
+        state.ours.add(doom_key(record))
         state.local.pop(node.name, None)
         self._apply_records(parent, state)
 
@@ -326,7 +336,7 @@ class Saving:
                     current = await self.client.get_file(container, old.id)
                 except NotFound:
                     current = None
-                if current is None or file_key(current) != file_key(old):
+                if current is None or not same_file(current, old):
                     self._forget_record(container, old)
                     return
             await self._remove_remote(container, old)
@@ -341,10 +351,16 @@ class Saving:
             )
             if (container, old) not in self._stale_removals:
                 self._stale_removals.append((container, old))
-            self._state_of(container).doomed.add(file_key(old))
+            self._state_of(container).doomed.add(doom_key(old))
             self._dirs.get(container, ContainerDir()).fetched_at = -1e18
             return
         self._forget_record(container, old)
+
+    def _listed(self: Vfs, container: Container, record: FileRecord) -> bool:
+        """Whether the directory's current records show this very version."""
+        state = self._dirs.get(container)
+        current = state.records.get(record.id) if state is not None else None
+        return current is not None and same_file(current, record)
 
     def _state_of(self: Vfs, container: Container) -> ContainerDir:
         state = self._dirs.get(container)
@@ -355,7 +371,7 @@ class Saving:
     def _forget_record(self: Vfs, container: Container, old: FileRecord) -> None:
         state = self._dirs.get(container)
         if state is not None:
-            state.doomed.discard(file_key(old))
+            state.doomed.discard(doom_key(old))
         if state is not None and old.id in state.records:
             state.note_remove(old.id)
             dir_ino = self._container_dir_ino(container)
@@ -497,10 +513,10 @@ class Saving:
         target = self.spool.recover(pending, node.name, reason, meta)
         stale_before = list(node.stale)
         for where, stale in node.stale:  # never superseded after all: show them again
-            self._state_of(where).doomed.discard(file_key(stale))
+            self._state_of(where).doomed.discard(doom_key(stale))
         node.stale = []
         if node.record is not None:
-            self._state_of(container).doomed.discard(file_key(node.record))
+            self._state_of(container).doomed.discard(doom_key(node.record))
         log.error(
             "%s cannot be stored on the server (%s); its bytes were moved to %s",
             self.path_of(node),

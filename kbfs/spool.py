@@ -98,6 +98,8 @@ class Spool:
         self, pending: PendingFile, container: Container, name: str, replaces: FileRecord | None
     ) -> None:
         """(Re)write what a pending file is for, so its bytes can be identified later."""
+        if not pending.path.exists():
+            return  # discarded meanwhile (removed, or moved away by a rename): nothing to keep
         record = {
             "server": self.server,
             "project_id": container.project_id,

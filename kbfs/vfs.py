@@ -46,7 +46,7 @@ from kbfs.errors import (
     NotPermitted,
     RequestTimedOut,
 )
-from kbfs.inodes import ROOT_INO, InodeTable, Node, NodeType, file_key
+from kbfs.inodes import ROOT_INO, InodeTable, Node, NodeType, doom_key, file_key, id_key
 from kbfs.listings import ContainerDir, Listing, ProjectList, TaskList
 from kbfs.names import assign_names, upload_name_error
 from kbfs.renaming import Renaming
@@ -395,7 +395,9 @@ class Vfs(Saving, Renaming):
         named = assign_names(
             (r.id, r.name, r)
             for r in state.records.values()
-            if not _same_version(state.hidden.get(r.id), r) and file_key(r) not in state.doomed
+            if not _same_version(state.hidden.get(r.id), r)
+            and file_key(r) not in state.doomed
+            and id_key(r) not in state.doomed
         )
         entries: dict[str, int] = {}
         for name, record in named.items():
@@ -810,10 +812,13 @@ class Vfs(Saving, Renaming):
         record = node.record
         if record is not None:
             # The server file this entry shows or is about to replace (even if a pending move
-            # or save already took it out of the listing).
-            await self._remove_remote(parent.container, record)
+            # or save already took it out of the listing: then check it is still that file).
+            if self._listed(parent.container, record):
+                await self._remove_remote(parent.container, record)
+            else:
+                await self._remove_replaced(parent.container, record, node, verify=True)
             state.note_remove(record.id)
-            state.doomed.discard(file_key(record))
+            state.doomed.discard(doom_key(record))
             self.stats.removals += 1
         for where, stale in node.stale:
             # Sources of a move still waiting for its upload: the user removed the result.
