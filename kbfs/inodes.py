@@ -166,5 +166,12 @@ def doom_key(record: FileRecord) -> tuple[object, ...]:
 def same_file(current: FileRecord, known: FileRecord) -> bool:
     """Whether the server's ``current`` record is the file this mount knew as ``known``."""
     if known.etag is None and not known.path:
-        return current.id == known.id and current.name == known.name
+        # Known only from our own upload (its read-back failed): ids are reused, so match
+        # name, size and time too; when in doubt it is not ours (never remove another file).
+        return (
+            current.id == known.id
+            and current.name == known.name
+            and current.size == known.size
+            and abs(current.date - known.date) <= 2
+        )
     return file_key(current) == file_key(known)
