@@ -155,17 +155,22 @@ def id_key(record: FileRecord) -> tuple[str, str, int]:
     return ("id", record.kind.value, record.id)
 
 
+def is_provisional(record: FileRecord) -> bool:
+    """A record made up from our own upload because reading it back failed (no etag, path)."""
+    return record.etag is None and not record.path
+
+
 def doom_key(record: FileRecord) -> tuple[object, ...]:
     """How a record is remembered in the doomed/ours sets. A provisional record (an upload
     whose read-back failed: no etag, no path) is known by id only until a listing shows it."""
-    if record.etag is None and not record.path:
+    if is_provisional(record):
         return id_key(record)
     return file_key(record)
 
 
 def same_file(current: FileRecord, known: FileRecord) -> bool:
     """Whether the server's ``current`` record is the file this mount knew as ``known``."""
-    if known.etag is None and not known.path:
+    if is_provisional(known):
         # Known only from our own upload (its read-back failed): ids are reused, so match
         # name, size and time too; when in doubt it is not ours (never remove another file).
         return (

@@ -36,7 +36,7 @@ from kbfs.errors import (
     UploadFailed,
     to_errno,
 )
-from kbfs.inodes import Node, doom_key, file_key, id_key, same_file
+from kbfs.inodes import Node, doom_key, file_key, id_key, is_provisional, same_file
 from kbfs.listings import ContainerDir
 from kbfs.names import image_problem
 from kbfs.spool import PendingFile, digest
@@ -289,7 +289,6 @@ class Saving:
                 task_id=container.task_id,
                 user_id=0,
             )
-            self._provisional[(record.kind, record.id)] = -1  # replaced with the ino below
         if record.size != size:
             log.warning(
                 "file %d: server reports %d bytes, %d were sent (same-second name collision?)",
@@ -303,7 +302,8 @@ class Saving:
         """Make ``node`` stand for the freshly uploaded ``record`` in its directory."""
         parent = self.node(node.parent)
         state = self._dir_state(parent)
-        if (record.kind, record.id) in self._provisional:
+        if is_provisional(record):
+            # The next listing brings its real record; it must map to this node.
             self._provisional[(record.kind, record.id)] = node.ino
         twin = self.inodes.by_key(file_key(record))
         if twin is not None and twin is not node:
@@ -548,9 +548,8 @@ class Saving:
             return
         parent = self.node(node.parent)
         state = self._dir_state(parent)
-        node.record = (
-            None if node.record is None or node.record.id not in state.records else (node.record)
-        )
+        if node.record is not None and node.record.id not in state.records:
+            node.record = None  # the version it was to replace is gone: upload as new
         state.local[node.name] = node.ino
         node.linked = True
         log.info("%s: unsaved content shown again under its name", self.path_of(node))

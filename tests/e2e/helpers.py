@@ -136,3 +136,15 @@ class Mounter:
                 problems.append(f"{m.path}: unexpected exception in the log:\n{text[-4000:]}")
         if problems:
             raise AssertionError("\n".join(problems))
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it is true (returns its value) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)

@@ -12,18 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Mounted, Mounter, run
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+from tests.e2e.helpers import Mounted, Mounter, run, wait_for
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Mounted, Mounter, run
+from tests.e2e.helpers import Mounted, Mounter, run, wait_for
 
 KINDS = [
     "http500",
@@ -30,13 +30,6 @@ KINDS = [
     "delay",
 ]
 TIMEOUT = 2.0  # -o timeout=: a "delay" fault waits longer than this
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -137,7 +130,7 @@ def test_upload_faults_lose_nothing_and_never_duplicate(kb, fm: Mounted, tmp_pat
             recovered = [x for x in fm.state_dir.rglob("recovered/*") if x.name.endswith(name)]
             return len(files) == 1 or bool(recovered)
 
-        wait_for(landed)  # retried in the background, or moved to the recovery folder
+        wait_for(landed, timeout=30.0)  # retried in the background, or moved to the recovery folder
         files = [f for f in kb.task_files(t) if f["name"] == src.name]
         assert len(files) <= 1, kind
         if files:
@@ -159,7 +152,9 @@ def test_confirm_and_remove_faults(kb, fm: Mounted, tmp_path: Path) -> None:  # 
         inject(kb, "getTaskFile", kind)
         bounded(["cp", src, d / src.name])  # the upload itself went through
         kb.clear_faults()
-        wait_for(lambda n=src.name: [f["name"] for f in kb.task_files(t)].count(n) == 1)
+        wait_for(
+            lambda n=src.name: [f["name"] for f in kb.task_files(t)].count(n) == 1, timeout=30.0
+        )
         time.sleep(0.3)
         assert (d / src.name).read_bytes() == b"confirm me", kind
         inject(kb, "removeTaskFile", kind)
