@@ -169,9 +169,15 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        if not name.startswith(b"user.kanboard.") or self.xattr_errno == errno.ENOSYS:
-            # ls -l asks for ACLs and SELinux labels on every file: answer at once.
-            raise pyfuse3.FUSEError(self.xattr_errno)
+        if self.xattr_errno == errno.ENOSYS:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
+        if not name.startswith(b"user."):
+            # ls -l asks every file for its SELinux label and ACL. "Not supported" (rather
+            # than "no such attribute") is the truth for these namespaces, and it makes ls
+            # (coreutils' per-device cache) stop asking: two round trips per file saved.
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        if not name.startswith(b"user.kanboard."):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         value = self.vfs.xattrs(inode).get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)

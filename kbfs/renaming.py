@@ -14,6 +14,7 @@ from kbfs.errors import (
     InvalidArgument,
     IsADirectory,
     NameTooLong,
+    NoEntry,
     NotPermitted,
 )
 from kbfs.inodes import Node, NodeType, doom_key, file_key
@@ -45,8 +46,22 @@ class Renaming:
         """
         if flags & RENAME_EXCHANGE:
             raise InvalidArgument("Kanboard cannot exchange two files atomically")
+        while not await self._rename_attempt(parent_old, name_old, parent_new, name_new, flags):
+            pass  # an upload of the source ended meanwhile: look at both names again
+
+    async def _rename_attempt(
+        self: Vfs, parent_old: int, name_old: str, parent_new: int, name_new: str, flags: int
+    ) -> bool:
+        """One try at ``rename``; False if the source changed under it and it must start over."""
         src_dir, dst_dir = self.node(parent_old), self.node(parent_new)
         node = await self.lookup(parent_old, name_old)
+        log.debug(
+            "rename %s -> %s (inode %d, file %s)",
+            name_old,
+            name_new,
+            node.ino,
+            node.record.id if node.record is not None else "none",
+        )
         if node.type is not NodeType.FILE:
             raise NotPermitted("projects and tasks cannot be renamed through kbfs")
         if not dst_dir.type.holds_files:
@@ -60,7 +75,7 @@ class Renaming:
         target_ino = self._view(dst_state).get(name_new)
         target = self.inodes.get(target_ino) if target_ino is not None else None
         if target is node:
-            return
+            return True
         if target is not None:
             if flags & RENAME_NOREPLACE:
                 raise Exists()
@@ -94,7 +109,7 @@ class Renaming:
             node.record = None
             self.inodes.rekey(node, ("moved", node.ino))
             self._place(node, dst_dir, dst_state, name_new)
-            return
+            return True
         if writers:
             # Still open for writing: move it now; its writers' close uploads it under the
             # new name, and that upload removes what it supersedes (rclone does the same).
@@ -113,19 +128,21 @@ class Renaming:
             self.inodes.rekey(node, ("moved", node.ino))
             self._place(node, dst_dir, dst_state, name_new)
             self.spool.describe(node.pending, dst_dir.container, name_new, node.record)
-            return
-        await self._rename_now(node, src_dir, dst_dir, name_new, target)
-
-    async def _rename_now(
-        self: Vfs, node: Node, src_dir: Node, dst_dir: Node, name_new: str, target: Node | None
-    ) -> None:
+            return True
         # An upload of the source running meanwhile (a close elsewhere, the retry loop) would
         # put the content under the old name too, and a write would be lost: hold its lock.
-        if node.pending is None:
+        # If one is running now, wait for it and start over: it changes what both names show.
+        pending = node.pending
+        if pending is None:
             await self._rename_locked(node, src_dir, dst_dir, name_new, target)
-            return
-        async with node.pending.lock:
+            return True
+        if pending.lock.locked():
+            async with pending.lock:
+                pass
+            return False
+        async with pending.lock:
             await self._rename_locked(node, src_dir, dst_dir, name_new, target)
+        return True
 
     async def _rename_locked(
         self: Vfs, node: Node, src_dir: Node, dst_dir: Node, name_new: str, target: Node | None
@@ -139,9 +156,10 @@ class Renaming:
         replaced = target.record if target is not None else None
         if node.pending is not None:
             content = node.pending.path
-        else:
-            assert source_record is not None
+        elif source_record is not None:
             content = await self.content.ensure(src_container, source_record)
+        else:
+            raise NoEntry("the file has no content any more (moved to the recovery folder?)")
         if _size_or_zero_path(content) == 0 or self.is_local_name(name_new):
             # Nothing Kanboard could take (empty, or a scratch name): it simply moves here.
             self._detach(node, src_dir, src_state)

@@ -76,8 +76,8 @@ class Saving:
         self._uploads_in_flight += 1
         try:
             async with self._name_lock(container, server_name), pending.lock:
-                if not pending.dirty:
-                    return
+                if not pending.dirty or node.discarded:
+                    return  # saved meanwhile, or removed by the user: nothing to send
                 size = pending.size()
                 if size == 0:
                     log.info("%s is empty: kept in this mount only", self.path_of(node))
@@ -140,7 +140,13 @@ class Saving:
                 }
                 self._attach(node, record, old)
                 self.stats.uploads += 1
-                log.info("uploaded %s (%d bytes) as file %d", self.path_of(node), size, record.id)
+                log.info(
+                    "uploaded %s (%d bytes, inode %d) as file %d",
+                    self.path_of(node),
+                    size,
+                    node.ino,
+                    record.id,
+                )
                 replaced = [(container, old)] if old is not None else []
                 replaced += node.stale
                 node.stale = []
@@ -252,21 +258,29 @@ class Saving:
         state.lost = [e for e in state.lost if e[0] != name]
         if pending is not None:
             pending.lost = []
+        # Files of that name that only might have been lost copies are shown again.
+        self._apply_records(self.node(self._container_dir_ino(container)), state)
         return adopt
 
     async def _sweep_lost(self: Vfs) -> None:
         """Resolve lost attempts of names nobody is uploading any more (removed, renamed)."""
         for container, state in list(self._dirs.items()):
             for name in {e[0] for e in state.lost}:
-                busy = any(
-                    n.pending is not None and n.pending.dirty and not n.discarded
-                    for n in (self.inodes.get(i) for i in self._view(state).values())
-                    if n is not None and (n.record.name if n.record else n.name) == name
-                )
-                if busy:
-                    continue
-                with contextlib.suppress(KanboardError):
-                    await self._resolve_lost(None, container, name, -1)
+                lock = self._name_lock(container, name)
+                if lock.locked():
+                    continue  # an upload of that name (a save, a move's staged copy) is running
+                async with lock:
+                    # Held while looking: a create that has been answered but not yet
+                    # confirmed would otherwise look exactly like a lost attempt's file.
+                    busy = any(
+                        n.pending is not None and n.pending.dirty and not n.discarded
+                        for n in (self.inodes.get(i) for i in self._view(state).values())
+                        if n is not None and (n.record.name if n.record else n.name) == name
+                    )
+                    if busy:
+                        continue
+                    with contextlib.suppress(KanboardError):
+                        await self._resolve_lost(None, container, name, -1)
 
     async def _confirm(
         self: Vfs, container: Container, file_id: int, name: str, size: int
@@ -322,10 +336,11 @@ class Saving:
 
     async def _remove_replaced(
         self: Vfs, container: Container, old: FileRecord, node: Node | None, *, verify: bool = False
-    ) -> None:
-        """Remove a server version that a confirmed upload has superseded.
+    ) -> bool:
+        """Remove a server version that a confirmed upload has superseded; True once it is
+        gone (removed now, or no longer that file), False if its removal is queued.
 
-        If that fails, the new content is safe anyway; the old version stays visible and its
+        If that fails, the new content is safe anyway; the old version stays hidden and its
         removal is retried in the background (after checking it is still the same file).
         """
         try:
@@ -338,7 +353,7 @@ class Saving:
                     current = None
                 if current is None or not same_file(current, old):
                     self._forget_record(container, old)
-                    return
+                    return True
             await self._remove_remote(container, old)
             self.stats.removals += 1
             log.debug("removed superseded %s file %d (%r)", old.kind.value, old.id, old.name)
@@ -353,8 +368,9 @@ class Saving:
                 self._stale_removals.append((container, old))
             self._state_of(container).doomed.add(doom_key(old))
             self._dirs.get(container, ContainerDir()).fetched_at = -1e18
-            return
+            return False
         self._forget_record(container, old)
+        return True
 
     def _listed(self: Vfs, container: Container, record: FileRecord) -> bool:
         """Whether the directory's current records show this very version."""

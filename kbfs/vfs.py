@@ -398,6 +398,7 @@ class Vfs(Saving, Renaming):
             if not _same_version(state.hidden.get(r.id), r)
             and file_key(r) not in state.doomed
             and id_key(r) not in state.doomed
+            and not self._maybe_lost_copy(state, r)
         )
         entries: dict[str, int] = {}
         for name, record in named.items():
@@ -421,7 +422,27 @@ class Vfs(Saving, Renaming):
                 gone.linked = False
         state.entries = entries
 
+    def _maybe_lost_copy(self, state: ContainerDir, record: FileRecord) -> bool:
+        """Whether ``record`` may be the file a create whose answer was lost made. Such a
+        file is adopted or removed by the next upload of its name or the retry loop; until
+        then it is not shown (it would show a version the user replaced, moved or removed,
+        or a duplicate ``name (#id)``)."""
+        if not state.lost or doom_key(record) in state.ours or file_key(record) in state.ours:
+            return False
+        holder = self.inodes.by_key(file_key(record))
+        if holder is not None and holder.pending is not None:
+            return False  # the version a pending save replaces: shown until then
+        return any(
+            name == record.name and size == record.size and record.date >= int(started) - 1
+            for name, started, size, _ in state.lost
+        )
+
     def _node_for_record(self, dir_node: Node, record: FileRecord) -> Node:
+        removed = self.inodes.by_key(file_key(record))
+        if removed is not None and removed.discarded:
+            # Removed or replaced here, yet listed (a removal still queued, a late listing):
+            # it gets a fresh inode; the discarded one keeps only what its open handles hold.
+            self.inodes.rekey(removed, ("removed", removed.ino))
         provisional = self._provisional.pop((record.kind, record.id), None)
         if provisional is not None:
             node = self.inodes.get(provisional)
@@ -683,6 +704,8 @@ class Vfs(Saving, Renaming):
 
     async def open(self, ino: int, flags: int) -> Handle:
         node = self._file(ino)
+        if node.discarded:
+            raise NoEntry("the file was removed")
         accmode = flags & os.O_ACCMODE
         writable = accmode in (os.O_WRONLY, os.O_RDWR)
         if writable:
@@ -733,6 +756,7 @@ class Vfs(Saving, Renaming):
         )
         node.pending = self.spool.create(parent.container, name, None)
         state.local[name] = node.ino
+        log.debug("create %s -> inode %d", name, node.ino)
         fd = os.open(node.pending.path, os.O_RDWR)
         # Even O_RDONLY|O_CREAT gets a writable handle: its close decides the new file's fate.
         handle = Handle(self._alloc_fh(), node, fd, True)
@@ -808,17 +832,36 @@ class Vfs(Saving, Renaming):
         if node.type is not NodeType.FILE:
             raise IsADirectory()
         self._check_writable(parent)
+        pending = node.pending
+        if pending is None:
+            await self._unlink_node(parent, name, node)
+            return
+        if pending.lock.locked():
+            # An upload of this file is under way: once it ends the name may show the new
+            # version, and that is what rm must remove. Look again after it.
+            async with pending.lock:
+                pass
+            await self.unlink(parent_ino, name)
+            return
+        async with pending.lock:  # no upload may start meanwhile
+            await self._unlink_node(parent, name, node)
+
+    async def _unlink_node(self, parent: Node, name: str, node: Node) -> None:
+        log.debug("unlink %s (inode %d, file %s)", name, node.ino, _file_id(node.record))
         state = self._dir_state(parent)
         record = node.record
         if record is not None:
             # The server file this entry shows or is about to replace (even if a pending move
             # or save already took it out of the listing: then check it is still that file).
+            gone = True
             if self._listed(parent.container, record):
                 await self._remove_remote(parent.container, record)
             else:
-                await self._remove_replaced(parent.container, record, node, verify=True)
+                gone = await self._remove_replaced(parent.container, record, node, verify=True)
             state.note_remove(record.id)
-            state.doomed.discard(doom_key(record))
+            if gone:
+                state.doomed.discard(doom_key(record))
+            # else: its removal is queued and it stays hidden until then
             self.stats.removals += 1
         for where, stale in node.stale:
             # Sources of a move still waiting for its upload: the user removed the result.
@@ -832,9 +875,12 @@ class Vfs(Saving, Renaming):
             node.hides = None
             self.stats.removals += 1
         state.local.pop(name, None)
-        self._apply_records(parent, state)
         node.linked = False
         node.discarded = True
+        if node.record is not None:
+            # Never reuse this inode for that record should a listing show it again.
+            self.inodes.rekey(node, ("removed", node.ino))
+        self._apply_records(parent, state)
         if node.open_handles == 0:
             self._settle(node)
 
@@ -1006,3 +1052,7 @@ def _parse_id(name: str) -> int | None:
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def _file_id(record: FileRecord | None) -> str:
+    return "none" if record is None else str(record.id)

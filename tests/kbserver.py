@@ -219,6 +219,11 @@ class KanboardServer:
 
     # -- builders -------------------------------------------------------------------------------
 
+    def seed_task_files(self, task_id: int, count: int, prefix: str = "file-") -> int:
+        """``count`` attachments ``<prefix>000000.txt``... in one go (one shared blob)."""
+        data = {"task_id": task_id, "count": count, "prefix": prefix}
+        return int(self._control("seed-files", data)["created"])
+
     def project(self, name: str) -> int:
         """Create a project (app token) and return its id."""
         return int(self.rpc("createProject", {"name": name}))

@@ -287,6 +287,17 @@ class DevServer:
                 int(data.get("seed", 0)),
             )
             return {"ok": True}
+        if action == "seed-files":
+            # Test set-up only: many attachments at once (see Store.seed_files).
+            kind = "task" if data.get("task_id") is not None else "project"
+            owner = int(data["task_id"] if kind == "task" else data["project_id"])
+            count = int(data.get("count", 0))
+            if not 0 < count <= 1_000_000:
+                raise ValueError("count must be between 1 and 1,000,000")
+            prefix = str(data.get("prefix", "file-"))
+            names = [f"{prefix}{i:06d}.txt" for i in range(count)]
+            content = str(data.get("content", "seeded\n")).encode()
+            return {"ok": True, "created": self.store.seed_files(kind, owner, names, content, 1)}
         if action == "config":
             if "latency" in data:
                 latency = float(data["latency"] or 0)

@@ -87,6 +87,43 @@ def test_lost_answer_is_never_uploaded_twice(kb, mnt: Mounted, task) -> None:  #
     wait_for(lambda: not mnt.spool_files(), what="spool to empty")  # release() is asynchronous
 
 
+def test_a_lost_copy_never_shows_after_the_file_moved_away(kb, mounter: Mounter, task) -> None:  # type: ignore[no-untyped-def]
+    m = mounter(kb, ttl=0.1)
+    m.allow_errors = True
+    d = m.p("projects", task["p"], "tasks", task["t"])
+    os.listdir(d)
+    kb.fault("createTaskFile", "truncated", count=1)  # created, but the answer is cut short
+    r = run("dd", f"of={d / 'd.bin'}", "status=none", input=b"moved away\n", check=False)
+    assert r.returncode != 0
+    assert names(kb, task["t"]) == ["d.bin"]  # the copy the lost answer made
+    time.sleep(0.2)
+    assert os.listdir(d) == ["d.bin"]  # one entry: the unsaved version, no "d (#id).bin"
+    run("mv", d / "d.bin", d / "c.txt")
+    for _ in range(10):  # fresh listings (ttl 0.1 s) while the lost copy is still on the server
+        time.sleep(0.15)
+        assert sorted(os.listdir(d)) == ["c.txt"]
+    wait_for(lambda: names(kb, task["t"]) == ["c.txt"], what="the lost copy to be removed")
+    assert content(kb, task["t"], "c.txt") == b"moved away\n"
+
+
+def test_rm_during_a_background_upload_leaves_nothing(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
+    d = mnt.p("projects", task["p"], "tasks", task["t"])
+    os.listdir(d)
+    mnt.allow_errors = True
+    kb.fault("createTaskFile", "http500", count=1)
+    r = run("dd", f"of={d / 'x.txt'}", "status=none", input=b"soon removed\n", check=False)
+    assert r.returncode != 0
+    kb.fault("createTaskFile", "delay", count=1, delay=1.5)  # the background retry is slow
+    kb.reset_stats()
+    wait_for(lambda: kb.stats()["calls"].get("createTaskFile", 0) == 1, what="the retry")
+    run("rm", d / "x.txt")  # while that create is on its way
+    assert names(kb, task["t"]) == []
+    assert not (d / "x.txt").exists()
+    time.sleep(3)
+    assert names(kb, task["t"]) == []
+    wait_for(lambda: not mnt.spool_files(), what="spool to empty")
+
+
 def test_sigkill_during_an_upload_never_duplicates(kb, mounter: Mounter, task) -> None:  # type: ignore[no-untyped-def]
     state = mounter.tmp_path / "shared-state"
     m = mounter(kb, f"state_dir={state}")
