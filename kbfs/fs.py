@@ -107,7 +107,7 @@ class Operations(pyfuse3.Operations):
         entry.st_gid = attr.gid
         entry.st_rdev = 0
         entry.st_size = attr.size
-        entry.st_blksize = 128 * 1024
+        entry.st_blksize = 1024 * 1024
         entry.st_blocks = (attr.size + 511) // 512
         entry.st_atime_ns = attr.atime_ns
         entry.st_mtime_ns = attr.mtime_ns
@@ -262,7 +262,7 @@ class Operations(pyfuse3.Operations):
         return info, self._node_entry(handle.node)
 
     @fuse_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         return await self.vfs.read(fh, off, size)
 
     @fuse_errors

@@ -36,6 +36,13 @@ def _cut(name: str, limit: int = NAME_MAX) -> str:
 
 def base_display_name(server_name: str) -> str:
     """Rules 1-3: a valid directory entry for one server name, before duplicate handling."""
+    if (
+        len(server_name) <= NAME_MAX // 4  # 4 UTF-8 bytes per character at most: no cut
+        and server_name not in _SPECIAL
+        and "/" not in server_name
+        and "\0" not in server_name
+    ):
+        return server_name  # the usual case, decided quickly
     name = "".join(_SUBSTITUTIONS.get(ch, ch) for ch in server_name)
     name = _SPECIAL.get(name, name)
     return _cut(name)

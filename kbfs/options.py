@@ -59,7 +59,7 @@ class MountOptions:
     umask: int = 0o022
     read_only: bool = False
     allow_other: bool = False
-    xattr: bool = True  # noxattr: no user.kanboard.* attributes, and a faster ls -l
+    xattr: bool = True  # noxattr: no user.kanboard.* attributes
     dir_cache_ttl: float = 5.0
     attr_timeout: float = 1.0
     timeout: float = 30.0

@@ -8,7 +8,7 @@ clear error instead of a record with holes in it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -68,6 +68,15 @@ def _int(obj: dict[str, Any], key: str, *, required: bool = True, default: int =
     raise ProtocolError(f"field {key!r} is not an integer: {value!r:.60}")
 
 
+def _quick_int(value: Any) -> int:
+    """The value of a JSON integer or ASCII digit string; -1 for anything else."""
+    if type(value) is int:
+        return value if value >= 0 else -1
+    if type(value) is str and value.isascii() and value.isdigit():
+        return int(value)
+    return -1
+
+
 def _str(obj: dict[str, Any], key: str, *, required: bool = True) -> str | None:
     value = obj.get(key)
     if value is None:
@@ -108,18 +117,51 @@ class FileRecord:
     user_id: int
     username: str | None = None
     user_name: str | None = None
+    # What distinguishes two files that carried the same id at different times. The etag
+    # alone is not enough: a reused id (API-FACTS §7) with the same name uploaded in the same
+    # second gets the same storage path, hence the same etag. Computed once: every cache and
+    # inode lookup keys on it.
+    version_key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def version_key(self) -> str:
-        """What distinguishes two files that carried the same id at different times.
-
-        The etag alone is not enough: a reused id (API-FACTS §7) with the same name uploaded in
-        the same second gets the same storage path, hence the same etag.
-        """
-        return f"{self.etag or self.path}:{self.date}:{self.size}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "version_key", f"{self.etag or self.path}:{self.date}:{self.size}")
 
     @classmethod
     def from_json(cls, kind: Kind, value: Any) -> FileRecord:
+        # A listing can hold 100,000 of these: the two shapes Kanboard really sends (JSON
+        # integers, or digit strings from MySQL/PostgreSQL) take a quick path; anything else
+        # goes through the careful one below, which explains what is wrong.
+        if type(value) is dict:
+            get = value.get
+            ident, size, date = _quick_int(get("id")), _quick_int(get("size")), get("date", 0)
+            date = _quick_int(date)
+            is_image, user_id = _quick_int(get("is_image", 0)), _quick_int(get("user_id", 0))
+            owner = _quick_int(get("project_id" if kind is Kind.PROJECT else "task_id"))
+            name, path, etag = get("name"), get("path"), get("etag")
+            username, user_name = get("username"), get("user_name")
+            if (
+                min(ident, size, date, is_image, user_id, owner) >= 0
+                and type(name) is str
+                and type(path) is str
+                and (etag is None or type(etag) is str)
+                and (username is None or type(username) is str)
+                and (user_name is None or type(user_name) is str)
+            ):
+                return cls(
+                    kind,
+                    ident,
+                    name,
+                    size,
+                    date,
+                    bool(is_image),
+                    path,
+                    etag,
+                    owner if kind is Kind.PROJECT else None,
+                    owner if kind is Kind.TASK else None,
+                    user_id,
+                    username,
+                    user_name,
+                )
         obj = _obj(value, "file record")
         size = _int(obj, "size")
         if size < 0:

@@ -6,6 +6,7 @@ through the server's API.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -254,6 +255,14 @@ def test_xattrs(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
     assert b'user.kanboard.name="tools"' in out
     r = run("setfattr", "-n", "user.x", "-v", "1", f, check=False)
     assert r.returncode != 0 and b"not supported" in r.stderr
+    # Other user.* names simply do not exist; other namespaces are not supported at all, which
+    # is what lets ls -l stop asking every file for its SELinux label and ACL.
+    r = run("getfattr", "-n", "user.other", f, check=False)
+    assert r.returncode != 0 and b"No such attribute" in r.stderr
+    for name in ("security.selinux", "system.posix_acl_access"):
+        with pytest.raises(OSError) as info:
+            os.getxattr(f, name)
+        assert info.value.errno == errno.EOPNOTSUPP, name
 
 
 def test_find_tasks_and_projects_by_name(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
