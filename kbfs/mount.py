@@ -34,11 +34,10 @@ import trio
 
 from kbfs import sdnotify
 from kbfs import status as status_mod
+from kbfs.clearing import clear_directory
 from kbfs.client.api import Credentials, KanboardClient
-from kbfs.client.errors import KanboardError
 from kbfs.contentcache import ContentCache
-from kbfs.fs import Operations
-from kbfs.inodes import ROOT_INO
+from kbfs.fs import Operations, error_counts
 from kbfs.options import MountOptions
 from kbfs.spool import Spool
 from kbfs.vfs import DEFAULT_LOCAL_NAMES, Vfs, VfsConfig
@@ -254,6 +253,8 @@ class StatusPublisher:
             "updated": time.time(),
             "control": str(self.control_file),
             "vfs": self.vfs.status(),
+            # Requests answered with an error, by operation (ENOENT of lookups not counted).
+            "errors": dict(error_counts),
         }
 
     def write(self) -> None:
@@ -333,60 +334,3 @@ class StatusPublisher:
         if request.get("op") == "clear":
             return await clear_directory(self.vfs, str(request.get("path", "")))
         return {"error": f"unknown request {request.get('op')!r}"}
-
-
-async def clear_directory(vfs: Vfs, rel_path: str) -> dict[str, Any]:
-    """Remove every server file of one file directory with one removeAll* call.
-
-    Refused while files of that directory still wait for their upload: clearing would remove
-    the old server versions and the retry would then bring back only some files, which is not
-    what "clear" promised. Afterwards the listing is fetched again and the kernel told to
-    forget the old names, so the mount shows the empty directory at once.
-    """
-    parts = [p for p in rel_path.split("/") if p]
-    shown = "/" + "/".join(parts)
-    node = vfs.node(ROOT_INO)
-    try:
-        for part in parts:
-            node = await vfs.lookup(node.ino, part)
-    except KanboardError as exc:
-        return {"error": f"{shown}: {exc}"}
-    except Exception:
-        return {"error": f"{shown}: no such directory on this mount"}
-    if not node.type.holds_files:
-        return {
-            "error": f"{shown} is not a files directory (projects/ID/files or projects/ID/tasks/ID)"
-        }
-    if vfs.config.read_only:
-        return {"error": "the mount is read-only"}
-    prefix = shown + "/"
-    pending = vfs.status()["pending_uploads"]
-    assert isinstance(pending, list)
-    waiting = [
-        str(p["path"])
-        for p in pending
-        if not p.get("local_only") and str(p.get("path", "")).startswith(prefix)
-    ]
-    if waiting:
-        return {
-            "error": f"{len(waiting)} file(s) in {shown} are not uploaded yet"
-            f" ({', '.join(waiting[:3])}); wait for them or remove them first"
-        }
-    before = await vfs.list_dir(node.ino)
-    on_server = [name for name, n in before if n.record is not None]
-    try:
-        await vfs.client.remove_all_files(node.container)
-    except KanboardError as exc:
-        return {"error": f"Kanboard refused to clear {shown}: {exc}"}
-    log.info("cleared %s (%d file(s)) with one call", shown, len(on_server))
-    try:
-        # The vfs's own refresh: the listing must not wait for its TTL to show the change.
-        await vfs.refresh(node.ino)
-    except KanboardError as exc:
-        log.warning("could not list %s again after clearing it: %s", shown, exc)
-    after = {name for name, _ in await vfs.list_dir(node.ino)}
-    for name, _ in before:
-        if name not in after:
-            with contextlib.suppress(OSError):
-                pyfuse3.invalidate_entry_async(node.ino, os.fsencode(name), ignore_enoent=True)
-    return {"removed": len(on_server), "path": shown, "kind": node.container.kind.value}

@@ -280,6 +280,10 @@ def format_found(found: Found, now: float | None = None) -> str:
             f" ({counters.get('upload_failures', 0)} failed), {counters.get('removals', 0)}"
             f" removals, {counters.get('http_requests', 0)} HTTP requests"
         )
+    errors = data.get("errors") or {}
+    if errors:
+        shown = ", ".join(f"{op} {n}" for op, n in sorted(errors.items(), key=lambda e: -e[1]))
+        lines.append(f"  errors   answered to the kernel: {shown}")
     return "\n".join(lines)
 
 

@@ -124,6 +124,24 @@ def test_rm_during_a_background_upload_leaves_nothing(kb, mnt: Mounted, task) ->
     wait_for(lambda: not mnt.spool_files(), what="spool to empty")
 
 
+def test_mv_during_a_background_upload_moves_the_new_content(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
+    d = mnt.p("projects", task["p"], "tasks", task["t"])
+    os.listdir(d)
+    mnt.allow_errors = True
+    kb.fault("createTaskFile", "http500", count=1)
+    r = run("dd", f"of={d / 'x.txt'}", "status=none", input=b"moving target\n", check=False)
+    assert r.returncode != 0
+    kb.fault("createTaskFile", "delay", count=1, delay=1.5)  # the background retry is slow
+    kb.reset_stats()
+    wait_for(lambda: kb.stats()["calls"].get("createTaskFile", 0) == 1, what="the retry")
+    run("mv", d / "x.txt", d / "y.txt")  # waits for that upload, then moves its result
+    assert names(kb, task["t"]) == ["y.txt"]
+    assert content(kb, task["t"], "y.txt") == b"moving target\n"
+    assert sorted(os.listdir(d)) == ["y.txt"]
+    assert (d / "y.txt").read_bytes() == b"moving target\n"
+    wait_for(lambda: not mnt.spool_files(), what="spool to empty")
+
+
 def test_sigkill_during_an_upload_never_duplicates(kb, mounter: Mounter, task) -> None:  # type: ignore[no-untyped-def]
     state = mounter.tmp_path / "shared-state"
     m = mounter(kb, f"state_dir={state}")

@@ -65,6 +65,7 @@ def test_status_shows_what_is_not_uploaded(kb, mounter: Mounter) -> None:  # typ
     out = kbfs("status", m.path).stdout.decode()
     assert "NOT UPLOADED: 1 file(s)" in out, out
     assert f"/projects/{p}/tasks/{t}/unsaved.txt" in out
+    assert "errors   answered to the kernel: flush 1" in out, out  # cp's close() failed
     kb.clear_faults()
 
 

@@ -1,0 +1,74 @@
+"""``kbfs clear``: empty one file directory with a single removeAll* call.
+
+The mount process does it (asked over its control socket, see kbfs.mount): it already holds the
+credentials and the directory's cached listing, and it knows which files still wait for their
+upload.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kbfs.client.errors import KanboardError
+from kbfs.inodes import ROOT_INO
+from kbfs.vfs import Vfs
+
+log = logging.getLogger(__name__)
+
+
+async def clear_directory(vfs: Vfs, rel_path: str) -> dict[str, Any]:
+    """Remove every server file of one file directory with one removeAll* call.
+
+    Refused while files of that directory still wait for their upload: clearing would remove
+    the old server versions and the retry would then bring back only some files, which is not
+    what "clear" promised. Afterwards the listing is fetched again and the kernel told to
+    forget the old names, so the mount shows the empty directory at once.
+    """
+    parts = [p for p in rel_path.split("/") if p]
+    shown = "/" + "/".join(parts)
+    node = vfs.node(ROOT_INO)
+    try:
+        for part in parts:
+            node = await vfs.lookup(node.ino, part)
+    except KanboardError as exc:
+        return {"error": f"{shown}: {exc}"}
+    except Exception:
+        return {"error": f"{shown}: no such directory on this mount"}
+    if not node.type.holds_files:
+        return {
+            "error": f"{shown} is not a files directory (projects/ID/files or projects/ID/tasks/ID)"
+        }
+    if vfs.config.read_only:
+        return {"error": "the mount is read-only"}
+    prefix = shown + "/"
+    pending = vfs.status()["pending_uploads"]
+    assert isinstance(pending, list)
+    waiting = [
+        str(p["path"])
+        for p in pending
+        if not p.get("local_only") and str(p.get("path", "")).startswith(prefix)
+    ]
+    if waiting:
+        return {
+            "error": f"{len(waiting)} file(s) in {shown} are not uploaded yet"
+            f" ({', '.join(waiting[:3])}); wait for them or remove them first"
+        }
+    before = await vfs.list_dir(node.ino)
+    on_server = [name for name, n in before if n.record is not None]
+    try:
+        await vfs.client.remove_all_files(node.container)
+    except KanboardError as exc:
+        return {"error": f"Kanboard refused to clear {shown}: {exc}"}
+    log.info("cleared %s (%d file(s)) with one call", shown, len(on_server))
+    try:
+        # The vfs's own refresh: the listing must not wait for its TTL to show the change.
+        await vfs.refresh(node.ino)
+    except KanboardError as exc:
+        log.warning("could not list %s again after clearing it: %s", shown, exc)
+    after = {name for name, _ in await vfs.list_dir(node.ino)}
+    if vfs.invalidate_entry is not None:
+        for name, _ in before:
+            if name not in after:
+                vfs.invalidate_entry(node.ino, name)  # the kernel forgets the old names now
+    return {"removed": len(on_server), "path": shown, "kind": node.container.kind.value}
