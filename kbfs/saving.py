@@ -154,12 +154,18 @@ class Saving:
                 replaced = [
                     (c, r) for c, r in replaced if not (c == container and r.id == record.id)
                 ]
+                if replaced:
+                    # Written down before the spool entry goes: a crash before the removals
+                    # below must not leave the old versions behind as duplicates.
+                    self._save_journal(replaced)
                 if not pending.dirty:
                     self.spool.release_data(pending)  # the description is no longer needed
             for where, stale in replaced:
                 await self._remove_replaced(
                     where, stale, node, verify=(where, stale.id) not in listed
                 )
+            if replaced:
+                self._save_journal()
             if node.open_handles == 0:
                 self._settle(node)  # a background upload: nobody will close this file
         except BaseException as exc:
@@ -201,6 +207,7 @@ class Saving:
         entry = (attempt[0], attempt[1], await self._digest(pending))
         pending.lost.append(entry)
         self._state_of(container).lost.append((name, *entry))
+        self._save_journal()
 
     async def _resolve_lost(
         self: Vfs, node: Node | None, container: Container, name: str, size: int
@@ -258,6 +265,7 @@ class Saving:
         state.lost = [e for e in state.lost if e[0] != name]
         if pending is not None:
             pending.lost = []
+        self._save_journal()
         # Files of that name that only might have been lost copies are shown again.
         self._apply_records(self.node(self._container_dir_ino(container)), state)
         return adopt
@@ -366,6 +374,7 @@ class Saving:
             )
             if (container, old) not in self._stale_removals:
                 self._stale_removals.append((container, old))
+                self._save_journal()
             self._state_of(container).doomed.add(doom_key(old))
             self._dirs.get(container, ContainerDir()).fetched_at = -1e18
             return False
@@ -421,8 +430,43 @@ class Saving:
         """Start what runs beside request handling: downloads that outlive the request that
         started them, and the retry of failed uploads (including an earlier mount's)."""
         self.content.start_downloads_in(nursery)
+        self._load_journal()
         self.load_spool()
         nursery.start_soon(self.run_retries)
+
+    def _save_journal(
+        self: Vfs, intended: list[tuple[Container, FileRecord]] | None = None
+    ) -> None:
+        """Persist what is left to clean up on the server (see Spool.save_journal)."""
+        removals = list(self._stale_removals)
+        removals += [e for e in intended or [] if e not in removals]
+        lost = [
+            (container, name, started, size, checksum)
+            for container, state in self._dirs.items()
+            for name, started, size, checksum in state.lost
+        ]
+        try:
+            self.spool.save_journal(removals, lost)
+        except OSError as exc:
+            log.error("could not write the cleanup journal: %s", exc)
+
+    def _load_journal(self: Vfs) -> None:
+        """Take over an earlier mount's unfinished cleanup; the retry loop does it."""
+        removals, lost = self.spool.load_journal()
+        for container, record in removals:
+            if (container, record) not in self._stale_removals:
+                self._stale_removals.append((container, record))
+            self._state_of(container).doomed.add(doom_key(record))  # hidden until then
+        for container, name, started, size, checksum in lost:
+            state = self._state_of(container)
+            if (name, started, size, checksum) not in state.lost:
+                state.lost.append((name, started, size, checksum))
+        if removals or lost:
+            log.info(
+                "an earlier mount left %d removal(s) and %d lost upload(s) to check; doing it",
+                len(removals),
+                len(lost),
+            )
 
     def load_spool(self: Vfs) -> int:
         """Take over the pending uploads an earlier mount of this server left behind.
@@ -469,7 +513,7 @@ class Saving:
             if replaces is not None:
                 self._unverified.add(file_key(replaces))
             state.local[name] = node.ino
-            state.lost += [(name, *entry) for entry in pending.lost]
+            state.lost += [(name, *e) for e in pending.lost if (name, *e) not in state.lost]
             adopted += 1
             log.warning(
                 "found an unsaved file from an earlier mount: %s (%d bytes); uploading it",
@@ -493,6 +537,8 @@ class Saving:
         stale, self._stale_removals = self._stale_removals, []
         for container, record in stale:
             await self._remove_replaced(container, record, None, verify=True)
+        if stale:
+            self._save_journal()
         for node in self.pending_files():
             pending = node.pending
             if pending is None or node.discarded:

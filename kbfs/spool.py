@@ -202,17 +202,115 @@ class Spool:
         pending.meta_path.unlink(missing_ok=True)
         return pending.path
 
+    # -- the cleanup journal -------------------------------------------------------------------
+    #
+    # Server files this mount still has to remove once it can: versions superseded by a
+    # confirmed upload whose removal failed or has not run yet, and files that creates whose
+    # answer was lost may have made. Kept here so that a crash (kill -9, power loss) does not
+    # leave them behind as duplicates: the next mount reads the journal and finishes the work,
+    # checking each file is still the one meant (ids are reused) before removing it.
+
+    @property
+    def journal_path(self) -> Path:
+        return self.root / "cleanup.journal"  # not *.json: those describe pending files
+
+    def save_journal(
+        self,
+        removals: list[tuple[Container, FileRecord]],
+        lost: list[tuple[Container, str, float, int, str | None]],
+    ) -> None:
+        """Write the journal (atomically, fsync'ed); an empty one is deleted."""
+        if not removals and not lost:
+            self.journal_path.unlink(missing_ok=True)
+            return
+        data = {
+            "server": self.server,
+            "removals": [{**_container_fields(c), **_record_fields(r)} for c, r in removals],
+            "lost": [
+                {**_container_fields(c), "name": n, "started": t, "size": z, "digest": d}
+                for c, n, t, z, d in lost
+            ],
+        }
+        _write_json(self.journal_path, data, durable=True)
+
+    def load_journal(
+        self,
+    ) -> tuple[
+        list[tuple[Container, FileRecord]], list[tuple[Container, str, float, int, str | None]]
+    ]:
+        """What an earlier mount of this server left to clean up (nothing if unreadable)."""
+        try:
+            data = json.loads(self.journal_path.read_text())
+            removals = [
+                (_container(e), _record(_container(e), e)) for e in data.get("removals", [])
+            ]
+            lost = [
+                (
+                    _container(e),
+                    str(e["name"]),
+                    float(e["started"]),
+                    int(e["size"]),
+                    None if e.get("digest") is None else str(e["digest"]),
+                )
+                for e in data.get("lost", [])
+            ]
+        except FileNotFoundError:
+            return [], []
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring the unreadable cleanup journal %s: %s", self.journal_path, exc)
+            return [], []
+        return removals, lost
+
     def leftovers(self) -> list[Path]:
         """Data files present in the spool (pending uploads from this or an earlier mount)."""
         return sorted(self.root.glob("*.data"))
 
 
-def _write_json(path: Path, record: dict[str, Any]) -> None:
+def _write_json(path: Path, record: dict[str, Any], *, durable: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(record, f)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _container_fields(container: Container) -> dict[str, Any]:
+    return {"project_id": container.project_id, "task_id": container.task_id}
+
+
+def _container(entry: dict[str, Any]) -> Container:
+    task_id = entry.get("task_id")
+    return Container(int(entry["project_id"]), None if task_id is None else int(task_id))
+
+
+def _record_fields(record: FileRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "size": record.size,
+        "date": record.date,
+        "path": record.path,
+        "etag": record.etag,
+    }
+
+
+def _record(container: Container, entry: dict[str, Any]) -> FileRecord:
+    return FileRecord(
+        kind=container.kind,
+        id=int(entry["id"]),
+        name=str(entry["name"]),
+        size=int(entry["size"]),
+        date=int(entry["date"]),
+        is_image=False,
+        path=str(entry.get("path") or ""),
+        etag=entry.get("etag"),
+        project_id=container.project_id if container.task_id is None else None,
+        task_id=container.task_id,
+        user_id=0,
+    )
 
 
 def _fsync_dir(path: Path) -> None:

@@ -70,6 +70,45 @@ def test_crash_then_remount_finishes_the_upload(kb, mounter: Mounter, task) -> N
     assert content(kb, task["t"], "crash.txt") == b"survive a crash\n"
 
 
+def test_a_crash_leaves_no_superseded_version_or_lost_copy_behind(
+    kb, mounter: Mounter, task
+) -> None:  # type: ignore[no-untyped-def]
+    """What is left to clean up on the server survives a crash too (the cleanup journal)."""
+    state = mounter.tmp_path / "shared-state"
+    kb.upload_task_file(task["p"], task["t"], "doc.txt", b"old\n")
+    m = mounter(kb, f"state_dir={state}")
+    m.allow_errors = True
+    d = m.p("projects", task["p"], "tasks", task["t"])
+    os.listdir(d)
+    # 1. An overwrite whose new version is confirmed but the old one cannot be removed yet.
+    kb.fault("removeTaskFile", "http500", count=1000)
+    run("dd", f"of={d / 'doc.txt'}", "status=none", input=b"new\n")
+    assert names(kb, task["t"]) == ["doc.txt", "doc.txt"]
+    assert sorted(os.listdir(d)) == ["doc.txt"]  # the old one is hidden meanwhile
+    # 2. A create whose answer was lost, its file then moved away by mv (so no spool entry).
+    kb.fault("createTaskFile", "truncated", count=1)
+    run("dd", f"of={d / 'lost.txt'}", "status=none", input=b"lost answer\n", check=False)
+    kb.fault("removeTaskFile", "http500", count=1000)
+    run("mv", d / "lost.txt", d / "kept.txt")
+    assert sorted(names(kb, task["t"])) == ["doc.txt", "doc.txt", "kept.txt", "lost.txt"]
+    journal = list(state.rglob("cleanup.journal"))
+    assert journal and oct(journal[0].stat().st_mode & 0o777) == "0o600"
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait(timeout=10)
+    mounter.unmount(m)
+    kb.clear_faults()
+    m2 = mounter(kb, f"state_dir={state}")
+    d2 = m2.p("projects", task["p"], "tasks", task["t"])
+    assert sorted(os.listdir(d2)) == ["doc.txt", "kept.txt"]  # never shown twice
+    wait_for(
+        lambda: sorted(names(kb, task["t"])) == ["doc.txt", "kept.txt"],
+        what="the next mount to finish the cleanup",
+    )
+    assert content(kb, task["t"], "doc.txt") == b"new\n"
+    assert content(kb, task["t"], "kept.txt") == b"lost answer\n"
+    wait_for(lambda: not list(state.rglob("cleanup.journal")), what="the journal to empty")
+
+
 def test_lost_answer_is_never_uploaded_twice(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
     d = mnt.p("projects", task["p"], "tasks", task["t"])
     os.listdir(d)

@@ -91,10 +91,15 @@ class Worker:
 
 @pytest.mark.stress
 @pytest.mark.timeout(300 + 2 * DURATION)
-def test_random_faults_lose_nothing(kb, mounter: Mounter, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("crash", [False, True], ids=["faults", "faults-and-kill-9"])
+def test_random_faults_lose_nothing(kb, mounter: Mounter, tmp_path: Path, crash: bool) -> None:  # type: ignore[no-untyped-def]
+    """With ``crash``, the daemon is killed (SIGKILL) halfway; the workers go on against the
+    dead mount (their operations fail), and a new mount of the same state dir must then
+    finish everything: the same checks apply."""
     p = kb.project("stress")
     tasks = [kb.task(p, f"worker {i}") for i in range(WORKERS)]
-    m: Mounted = mounter(kb, "timeout=3", ttl=0.3)
+    state = tmp_path / "state"
+    m: Mounted = mounter(kb, "timeout=3", f"state_dir={state}", ttl=0.3)
     m.allow_errors = True
     for t in tasks:
         os.listdir(m.p("projects", p, "tasks", t))
@@ -107,6 +112,10 @@ def test_random_faults_lose_nothing(kb, mounter: Mounter, tmp_path: Path) -> Non
     threads = [threading.Thread(target=w.run, args=(deadline,)) for w in workers]
     for th in threads:
         th.start()
+    if crash:
+        time.sleep(DURATION / 2)
+        m.proc.kill()
+        m.proc.wait(timeout=10)
     for th in threads:
         th.join(timeout=DURATION + 120)
     kb.chaos(0)
@@ -114,16 +123,26 @@ def test_random_faults_lose_nothing(kb, mounter: Mounter, tmp_path: Path) -> Non
     assert all(not th.is_alive() for th in threads)
     assert not [e for w in workers for e in w.errors]
     assert sum(w.ops for w in workers) > 40
+    if crash:
+        mounter.unmount(m)
+        m = mounter(kb, "timeout=3", f"state_dir={state}", ttl=0.3)  # takes over the spool
+        m.allow_errors = True
 
     # Let the background retries drain the spool (failed uploads and stale removals).
-    spool_meta = lambda: [x for x in m.state_dir.rglob("spool/*.json")]  # noqa: E731
+    spool_meta = lambda: [x for x in state.rglob("spool/*.json")]  # noqa: E731
     deadline = time.monotonic() + 120
     while spool_meta() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not spool_meta(), [x.read_text() for x in spool_meta()]
-    time.sleep(6)  # queued removals of superseded versions run on the retry loop too
+    # Queued removals (superseded versions, lost copies) run on the retry loop too; the
+    # cleanup journal is gone once none is left.
+    journal = lambda: list(state.rglob("cleanup.journal"))  # noqa: E731
+    while journal() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not journal(), journal()[0].read_text()
+    time.sleep(3)
 
-    recovered = {x.read_bytes() for x in m.state_dir.rglob("recovered/*") if x.suffix != ".json"}
+    recovered = {x.read_bytes() for x in state.rglob("recovered/*") if x.suffix != ".json"}
     problems = []
     for w, t in zip(workers, tasks, strict=True):
         on_server: dict[str, list[bytes]] = {}
