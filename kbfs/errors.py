@@ -76,6 +76,13 @@ class ContentUnstorable(FsError):
     errno = errno.EINVAL
 
 
+class Conflict(FsError):
+    """Unsaved content an earlier mount left behind, whose file has meanwhile been replaced on
+    the server by a newer version: uploaded, it would be a duplicate or overwrite that."""
+
+    errno = errno.EIO
+
+
 class RequestTimedOut(FsError):
     """The server did not answer within the mount's timeout (retries included)."""
 

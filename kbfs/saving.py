@@ -31,6 +31,7 @@ from kbfs.client.errors import (
 )
 from kbfs.client.models import Container, FileRecord
 from kbfs.errors import (
+    Conflict,
     ContentUnstorable,
     FsError,
     UploadFailed,
@@ -96,6 +97,8 @@ class Saving:
                     raise ContentUnstorable(problem)
                 version = pending.version
                 record = await self._resolve_lost(node, container, server_name, size)
+                if record is None and pending.from_earlier_mount:
+                    await self._check_conflict(node, container, server_name)
                 if record is None:
                     # Written down before sending: a crash mid-request leaves a trace.
                     attempt = (time.time(), size, None)
@@ -193,6 +196,33 @@ class Saving:
             self._uploads_in_flight -= 1
             if self._uploads_in_flight == 0:
                 self._uploads_idle.set()
+
+    async def _check_conflict(self: Vfs, node: Node, container: Container, name: str) -> None:
+        """Before the first upload of content a crashed mount left behind: if the server now
+        holds a version of that name made after the content was last written (a move that
+        completed just before the crash, another client), uploading would add a duplicate or
+        overwrite the newer version. The content goes to the recovery folder instead."""
+        pending = node.pending
+        assert pending is not None
+        written = int(pending.path.stat().st_mtime)
+        replaces = node.record.id if node.record is not None else None
+        records = await self.client.list_files(container)
+        doomed = self._state_of(container).doomed  # superseded, or a lost attempt's copy
+        newer = [
+            r
+            for r in records
+            if r.name == name
+            and r.id != replaces
+            and r.date >= written
+            and file_key(r) not in doomed
+            and id_key(r) not in doomed
+        ]
+        if newer:
+            raise Conflict(
+                f"{name} was replaced on the server (file {newer[0].id}) after this version"
+                " was written, before the mount that held it stopped"
+            )
+        pending.from_earlier_mount = False
 
     async def _digest(self: Vfs, pending: PendingFile) -> str:
         return await trio.to_thread.run_sync(digest, pending.path)
@@ -478,6 +508,11 @@ class Saving:
         leftovers = sorted(self.spool.load_leftovers(), key=lambda e: e[0].created)
         adopted = 0
         for pending, meta in leftovers:
+            if _size_or_zero(pending) == 0:
+                # Empty content lives in one mount only (Kanboard cannot store it): like an
+                # unmount, a crash ends it. It carries no bytes to lose.
+                self.spool.discard(pending)
+                continue
             project_id = int(meta["project_id"])
             task_id = None if meta.get("task_id") is None else int(meta["task_id"])
             if task_id is None:
@@ -534,9 +569,13 @@ class Saving:
     async def retry_once(self: Vfs) -> None:
         now = self.clock()
         await self._sweep_lost()
-        stale, self._stale_removals = self._stale_removals, []
-        for container, record in stale:
-            await self._remove_replaced(container, record, None, verify=True)
+        # Each entry leaves the queue (and the journal) only once its file is gone: a crash
+        # in the middle of this loop must not forget the ones not tried yet.
+        stale = list(self._stale_removals)
+        for entry in stale:
+            if await self._remove_replaced(*entry, None, verify=True):
+                with contextlib.suppress(ValueError):
+                    self._stale_removals.remove(entry)
         if stale:
             self._save_journal()
         for node in self.pending_files():
@@ -621,7 +660,7 @@ def _is_permanent(exc: BaseException, failures: int) -> bool:
     """Whether retrying an upload cannot help: the bytes go to the recovery folder instead."""
     if isinstance(exc, UploadFailed) and exc.__cause__ is not None:
         exc = exc.__cause__
-    if isinstance(exc, ContentUnstorable | Rejected | PermissionDenied):
+    if isinstance(exc, ContentUnstorable | Conflict | Rejected | PermissionDenied):
         return True
     if isinstance(exc, AuthenticationError):
         return False  # a token can be fixed; keep the bytes queued

@@ -49,6 +49,9 @@ class PendingFile:
     lost: list[tuple[float, int, str | None]] = field(default_factory=list)
     permanent: bool = False  # the server refuses these bytes for good: recover, don't retry
     created: float = field(default_factory=time.time)
+    # Left by an earlier mount (a crash): before it is uploaded, the server is checked for a
+    # newer version of the file made meanwhile (see Saving._check_conflict).
+    from_earlier_mount: bool = False
 
     @property
     def dirty(self) -> bool:
@@ -159,6 +162,7 @@ class Spool:
                     if isinstance(e, list) and len(e) == 3
                 ],
                 created=float(meta.get("created") or time.time()),
+                from_earlier_mount=True,
             )
             found.append((pending, meta))
         return found

@@ -44,23 +44,34 @@ def test_failed_upload_is_retried_in_the_background(kb, mnt: Mounted, task) -> N
     wait_for(lambda: not mnt.spool_files(), what="spool to empty")
 
 
-def test_crash_then_remount_finishes_the_upload(kb, mounter: Mounter, task) -> None:  # type: ignore[no-untyped-def]
+def crash(mounter: Mounter, m: Mounted) -> None:
+    """kill -9 the daemon, and clear the dead mount."""
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait(timeout=10)
+    mounter.unmount(m)
+
+
+def unsaved(kb, mounter: Mounter, task, name: str, data: bytes) -> tuple[Mounted, Path]:  # type: ignore[no-untyped-def]
+    """A mount with a shared state dir, and a file in it whose every upload fails."""
     state = mounter.tmp_path / "shared-state"
     m = mounter(kb, f"state_dir={state}")
     m.allow_errors = True
     d = m.p("projects", task["p"], "tasks", task["t"])
     os.listdir(d)
     kb.fault("createTaskFile", "http500", count=1000)
-    run("dd", f"of={d / 'crash.txt'}", "status=none", input=b"survive a crash\n", check=False)
+    run("dd", f"of={d / name}", "status=none", input=data, check=False)
+    return m, state
+
+
+def test_crash_then_remount_finishes_the_upload(kb, mounter: Mounter, task) -> None:  # type: ignore[no-untyped-def]
+    m, state = unsaved(kb, mounter, task, "crash.txt", b"survive a crash\n")
     spool = sorted(state.rglob("*.data"))
     assert [p.read_bytes() for p in spool] == [b"survive a crash\n"]
     meta = json.loads(spool[0].with_suffix(".json").read_text())
     assert meta["name"] == "crash.txt" and meta["task_id"] == task["t"]
     assert oct(spool[0].stat().st_mode & 0o777) == "0o600"
     assert oct(spool[0].parent.stat().st_mode & 0o777) == "0o700"
-    m.proc.send_signal(signal.SIGKILL)
-    m.proc.wait(timeout=10)
-    mounter.unmount(m)
+    crash(mounter, m)
     kb.clear_faults()
     assert names(kb, task["t"]) == []
     m2 = mounter(kb, f"state_dir={state}")
@@ -93,9 +104,7 @@ def test_a_crash_leaves_no_superseded_version_or_lost_copy_behind(
     assert sorted(names(kb, task["t"])) == ["doc.txt", "doc.txt", "kept.txt", "lost.txt"]
     journal = list(state.rglob("cleanup.journal"))
     assert journal and oct(journal[0].stat().st_mode & 0o777) == "0o600"
-    m.proc.send_signal(signal.SIGKILL)
-    m.proc.wait(timeout=10)
-    mounter.unmount(m)
+    crash(mounter, m)
     kb.clear_faults()
     m2 = mounter(kb, f"state_dir={state}")
     d2 = m2.p("projects", task["p"], "tasks", task["t"])
@@ -107,6 +116,27 @@ def test_a_crash_leaves_no_superseded_version_or_lost_copy_behind(
     assert content(kb, task["t"], "doc.txt") == b"new\n"
     assert content(kb, task["t"], "kept.txt") == b"lost answer\n"
     wait_for(lambda: not list(state.rglob("cleanup.journal")), what="the journal to empty")
+
+
+def test_unsaved_content_of_a_file_replaced_meanwhile_is_recovered_not_duplicated(
+    kb, mounter: Mounter, task
+) -> None:  # type: ignore[no-untyped-def]
+    m, state = unsaved(kb, mounter, task, "doc.txt", b"mine, never saved\n")
+    crash(mounter, m)
+    kb.clear_faults()
+    time.sleep(1.1)  # a later second: Kanboard dates have 1 s resolution
+    kb.upload_task_file(task["p"], task["t"], "doc.txt", b"theirs, saved after mine\n")
+    m2 = mounter(kb, f"state_dir={state}")
+    m2.allow_errors = True
+    wait_for(lambda: list(state.rglob("recovered/*.json")), what="the conflict to be recovered")
+    assert names(kb, task["t"]) == ["doc.txt"]
+    assert content(kb, task["t"], "doc.txt") == b"theirs, saved after mine\n"
+    kept = [p for p in state.rglob("recovered/*") if p.suffix != ".json"]
+    assert [p.read_bytes() for p in kept] == [b"mine, never saved\n"]
+    reason = json.loads(next(state.rglob("recovered/*.json")).read_text())
+    assert "replaced on the server" in json.dumps(reason)
+    d2 = m2.p("projects", task["p"], "tasks", task["t"])
+    assert (d2 / "doc.txt").read_bytes() == b"theirs, saved after mine\n"
 
 
 def test_lost_answer_is_never_uploaded_twice(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
@@ -145,16 +175,22 @@ def test_a_lost_copy_never_shows_after_the_file_moved_away(kb, mounter: Mounter,
     assert content(kb, task["t"], "c.txt") == b"moved away\n"
 
 
-def test_rm_during_a_background_upload_leaves_nothing(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
+def upload_in_flight(kb, mnt: Mounted, task, name: str, data: bytes) -> Path:  # type: ignore[no-untyped-def]
+    """A file whose save failed, and whose background retry is now on its way (slowly)."""
     d = mnt.p("projects", task["p"], "tasks", task["t"])
     os.listdir(d)
     mnt.allow_errors = True
     kb.fault("createTaskFile", "http500", count=1)
-    r = run("dd", f"of={d / 'x.txt'}", "status=none", input=b"soon removed\n", check=False)
+    r = run("dd", f"of={d / name}", "status=none", input=data, check=False)
     assert r.returncode != 0
     kb.fault("createTaskFile", "delay", count=1, delay=1.5)  # the background retry is slow
     kb.reset_stats()
     wait_for(lambda: kb.stats()["calls"].get("createTaskFile", 0) == 1, what="the retry")
+    return d
+
+
+def test_rm_during_a_background_upload_leaves_nothing(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
+    d = upload_in_flight(kb, mnt, task, "x.txt", b"soon removed\n")
     run("rm", d / "x.txt")  # while that create is on its way
     assert names(kb, task["t"]) == []
     assert not (d / "x.txt").exists()
@@ -164,15 +200,7 @@ def test_rm_during_a_background_upload_leaves_nothing(kb, mnt: Mounted, task) ->
 
 
 def test_mv_during_a_background_upload_moves_the_new_content(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
-    d = mnt.p("projects", task["p"], "tasks", task["t"])
-    os.listdir(d)
-    mnt.allow_errors = True
-    kb.fault("createTaskFile", "http500", count=1)
-    r = run("dd", f"of={d / 'x.txt'}", "status=none", input=b"moving target\n", check=False)
-    assert r.returncode != 0
-    kb.fault("createTaskFile", "delay", count=1, delay=1.5)  # the background retry is slow
-    kb.reset_stats()
-    wait_for(lambda: kb.stats()["calls"].get("createTaskFile", 0) == 1, what="the retry")
+    d = upload_in_flight(kb, mnt, task, "x.txt", b"moving target\n")
     run("mv", d / "x.txt", d / "y.txt")  # waits for that upload, then moves its result
     assert names(kb, task["t"]) == ["y.txt"]
     assert content(kb, task["t"], "y.txt") == b"moving target\n"
