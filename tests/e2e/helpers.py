@@ -11,10 +11,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def is_mounted(path: Path) -> bool:
+    """From the mount table: os.path.ismount says False for a mount whose daemon died
+    (stat fails with ENOTCONN), and that is exactly the mount that must be cleared."""
+    target = os.fsencode(os.path.abspath(path))
+    with open("/proc/self/mountinfo", "rb") as table:
+        for line in table:
+            fields = line.split()
+            if fields[4].replace(b"\\040", b" ") == target:
+                return True
+    return False
+
+
 def _unmount(path: Path) -> None:
-    if os.path.ismount(path):
+    if is_mounted(path):
         subprocess.run(["fusermount3", "-u", str(path)], check=False, capture_output=True)
-    if os.path.ismount(path):
+    if is_mounted(path):
         subprocess.run(["fusermount3", "-uz", str(path)], check=False, capture_output=True)
 
 

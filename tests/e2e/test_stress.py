@@ -38,9 +38,9 @@ class Worker:
         self.errors: list[str] = []
         self.history: list[str] = []  # what happened, for the failure message
 
-    def run(self, deadline: float) -> None:
+    def run(self, deadline: float, stop: threading.Event) -> None:
         n = 0
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not stop.is_set():
             n += 1
             op = self.rng.choice(["cp", "cp", "cat", "mv", "rm", "ls"])
             name = self.rng.choice(NAMES)
@@ -109,22 +109,26 @@ def test_random_faults_lose_nothing(kb, mounter: Mounter, tmp_path: Path, crash:
     ]
     kb.chaos(0.15, seed=7)
     deadline = time.monotonic() + DURATION
-    threads = [threading.Thread(target=w.run, args=(deadline,)) for w in workers]
+    stop = threading.Event()
+    threads = [threading.Thread(target=w.run, args=(deadline, stop)) for w in workers]
     for th in threads:
         th.start()
     if crash:
         time.sleep(DURATION / 2)
+        stop.set()  # the operations under way when the daemon dies fail (ENOTCONN)
         m.proc.kill()
-        m.proc.wait(timeout=10)
+        m.proc.wait(timeout=20)  # a killed daemon must be able to exit (nothing stuck)
     for th in threads:
         th.join(timeout=DURATION + 120)
+    if crash:
+        # Only now: on a plain directory, "rm -f" of a missing file would succeed.
+        mounter.unmount(m)
     kb.chaos(0)
     kb.clear_faults()
     assert all(not th.is_alive() for th in threads)
     assert not [e for w in workers for e in w.errors]
     assert sum(w.ops for w in workers) > 40
     if crash:
-        mounter.unmount(m)
         m = mounter(kb, "timeout=3", f"state_dir={state}", ttl=0.3)  # takes over the spool
         m.allow_errors = True
 
