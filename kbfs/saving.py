@@ -159,14 +159,21 @@ class Saving:
                 ]
                 if replaced:
                     # Written down before the spool entry goes: a crash before the removals
-                    # below must not leave the old versions behind as duplicates.
-                    self._save_journal(replaced)
+                    # below must not leave the old versions behind as duplicates. (Every save
+                    # of the journal includes them until they are done: other tasks save too.)
+                    self._removing += replaced
+                    self._save_journal()
                 if not pending.dirty:
                     self.spool.release_data(pending)  # the description is no longer needed
-            for where, stale in replaced:
-                await self._remove_replaced(
-                    where, stale, node, verify=(where, stale.id) not in listed
-                )
+            try:
+                for where, stale in replaced:
+                    await self._remove_replaced(
+                        where, stale, node, verify=(where, stale.id) not in listed
+                    )
+            finally:
+                for entry in replaced:  # removed now, or queued (then in _stale_removals)
+                    with contextlib.suppress(ValueError):
+                        self._removing.remove(entry)
             if replaced:
                 self._save_journal()
             if node.open_handles == 0:
@@ -390,6 +397,13 @@ class Saving:
                 except NotFound:
                     current = None
                 if current is None or not same_file(current, old):
+                    log.debug(
+                        "superseded %s file %d (%r) is gone already%s",
+                        old.kind.value,
+                        old.id,
+                        old.name,
+                        "" if current is None else " (the id now names another file)",
+                    )
                     self._forget_record(container, old)
                     return True
             await self._remove_remote(container, old)
@@ -464,12 +478,11 @@ class Saving:
         self.load_spool()
         nursery.start_soon(self.run_retries)
 
-    def _save_journal(
-        self: Vfs, intended: list[tuple[Container, FileRecord]] | None = None
-    ) -> None:
-        """Persist what is left to clean up on the server (see Spool.save_journal)."""
+    def _save_journal(self: Vfs) -> None:
+        """Persist what is left to clean up on the server (see Spool.save_journal): queued
+        removals, removals under way, and lost attempts still to resolve."""
         removals = list(self._stale_removals)
-        removals += [e for e in intended or [] if e not in removals]
+        removals += [e for e in self._removing if e not in removals]
         lost = [
             (container, name, started, size, checksum)
             for container, state in self._dirs.items()

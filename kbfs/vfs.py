@@ -176,6 +176,8 @@ class Vfs(Saving, Renaming):
         self._uploads_idle.set()
         self._provisional: dict[tuple[Kind, int], int] = {}
         self._stale_removals: list[tuple[Container, FileRecord]] = []
+        # Superseded versions whose removal is under way (in the journal until done).
+        self._removing: list[tuple[Container, FileRecord]] = []
         # Versions known only from an earlier mount's spool: checked before being removed.
         self._unverified: set[tuple[object, ...]] = set()
         # Set by the FUSE adapter: tell the kernel a name no longer means what it cached.
