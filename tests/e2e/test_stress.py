@@ -89,6 +89,19 @@ class Worker:
         self._run("ls", "-l", self.d)
 
 
+def kernel_stacks(pid: int) -> str:
+    """Where each thread of a process waits in the kernel (root only)."""
+    out = []
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+        try:
+            stack = (task / "stack").read_text()
+            state = (task / "stat").read_text().split(") ")[1][0]
+        except OSError as exc:
+            stack, state = str(exc), "?"
+        out.append(f"thread {task.name} state {state}:\n{stack}")
+    return "\n".join(out)
+
+
 @pytest.mark.stress
 @pytest.mark.timeout(300 + 2 * DURATION)
 @pytest.mark.parametrize("crash", [False, True], ids=["faults", "faults-and-kill-9"])
@@ -117,7 +130,11 @@ def test_random_faults_lose_nothing(kb, mounter: Mounter, tmp_path: Path, crash:
         time.sleep(DURATION / 2)
         stop.set()  # the operations under way when the daemon dies fail (ENOTCONN)
         m.proc.kill()
-        m.proc.wait(timeout=20)  # a killed daemon must be able to exit (nothing stuck)
+        try:
+            m.proc.wait(timeout=20)  # a killed daemon must be able to exit (nothing stuck)
+        except subprocess.TimeoutExpired:
+            stacks = kernel_stacks(m.proc.pid)
+            raise AssertionError(f"the killed daemon is stuck:\n{stacks}") from None
     for th in threads:
         th.join(timeout=DURATION + 120)
     if crash:
