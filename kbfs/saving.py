@@ -663,12 +663,6 @@ class Saving:
             return
         parent = self.node(node.parent)
         state = self._dir_state(parent)
-        holder = self._view(state).get(node.name)
-        if holder is not None and holder != node.ino:
-            # The name holds another file now (created since): these older bytes must not
-            # hide it, nor be dropped. They go to the recovery folder.
-            self._recover(node, "its name now holds another file; this content was not saved")
-            return
         if node.record is not None and node.record.id not in state.records:
             node.record = None  # the version it was to replace is gone: upload as new
         state.local[node.name] = node.ino

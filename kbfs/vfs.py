@@ -47,7 +47,6 @@ from kbfs.errors import (
     NotADirectory,
     NotPermitted,
     RequestTimedOut,
-    UploadFailed,
 )
 from kbfs.inodes import ROOT_INO, InodeTable, Node, NodeType, doom_key, file_key, id_key
 from kbfs.listings import ContainerDir, Listing, ProjectList, TaskList
@@ -817,12 +816,6 @@ class Vfs(Saving, Renaming):
             return
         if node.pending.dirty:
             self._relink(node)
-            if node.pending is None:  # moved to the recovery folder instead (see _relink)
-                raise UploadFailed(
-                    "the file's name holds another file now; its content was"
-                    " moved to the recovery folder",
-                    errno.EIO,
-                )
             await self.upload(node)
 
     async def fsync(self, fh: int) -> None:
