@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import trio
+
 from kbfs.client.errors import KanboardError
 from kbfs.inodes import ROOT_INO
 from kbfs.vfs import Vfs
@@ -22,8 +24,8 @@ async def clear_directory(vfs: Vfs, rel_path: str) -> dict[str, Any]:
 
     Refused while files of that directory still wait for their upload: clearing would remove
     the old server versions and the retry would then bring back only some files, which is not
-    what "clear" promised. Afterwards the listing is fetched again and the kernel told to
-    forget the old names, so the mount shows the empty directory at once.
+    what "clear" promised. Afterwards the listing is fetched again, and the answer waits until
+    the kernel's cached names have expired, so the mount shows the empty directory by then.
     """
     parts = [p for p in rel_path.split("/") if p]
     shown = "/" + "/".join(parts)
@@ -66,9 +68,8 @@ async def clear_directory(vfs: Vfs, rel_path: str) -> dict[str, Any]:
         await vfs.refresh(node.ino)
     except KanboardError as exc:
         log.warning("could not list %s again after clearing it: %s", shown, exc)
-    after = {name for name, _ in await vfs.list_dir(node.ino)}
-    if vfs.invalidate_entry is not None:
-        for name, _ in before:
-            if name not in after:
-                vfs.invalidate_entry(node.ino, name)  # the kernel forgets the old names now
+    # The kernel trusts the names it has seen for a little while (kbfs sends it no
+    # invalidations, see kbfs.fs): answer once it has forgotten them, so the mount shows the
+    # directory empty when "kbfs clear" returns.
+    await trio.sleep(vfs.config.kernel_cache_timeout)
     return {"removed": len(on_server), "path": shown, "kind": node.container.kind.value}

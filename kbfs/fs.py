@@ -5,9 +5,14 @@ Every handler is wrapped by ``fuse_errors``: pyfuse3 lets only ``FUSEError`` lea
 into an errno here, logged (with a traceback when it is not an expected condition), and counted.
 
 Kernel caching is chosen here: entries and attributes are cached for ``attr_timeout`` (small but
-not zero: zero makes every ``stat`` a round trip, and Linux misbehaves at exactly zero);
-negative lookups for ``negative_timeout``; page cache kept across opens only for server
-versions, whose content never changes.
+not zero: zero makes every ``stat`` a round trip, and Linux misbehaves at exactly zero). No
+entry invalidations are ever sent: the kernel takes the directory's lock to apply one, and a
+request in flight holds that lock, so a daemon killed at that moment could never exit (its
+notification thread stuck in the kernel, the request never answered: processes hang in D state
+until the connection is aborted by hand; seen under the crash stress test). Name changes the
+kernel did not make itself show after ``attr_timeout`` instead. Negative lookups are cached for
+``negative_timeout``; the page cache is kept across opens only for server versions, whose
+content never changes.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
-import trio
 
 from kbfs.errors import NoEntry, NotPermitted, is_expected, to_errno
 from kbfs.inodes import Node
@@ -40,9 +44,6 @@ def fuse_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        ops = args[0]
-        assert isinstance(ops, Operations)
-        ops.in_flight += 1
         try:
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
@@ -58,10 +59,6 @@ def fuse_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
                 log.error("%s failed unexpectedly; answering EIO", fn.__name__, exc_info=True)
                 number = errno.EIO
             raise pyfuse3.FUSEError(number) from None
-        finally:
-            ops.in_flight -= 1
-            if ops.in_flight == 0 and ops.invalidations:
-                ops.send_invalidations_soon()
 
     return wrapper
 
@@ -91,47 +88,6 @@ class Operations(pyfuse3.Operations):
         # Without xattrs, ENOSYS makes the kernel stop asking: two round trips fewer per file
         # in ls -l (which asks for ACLs and SELinux labels).
         self.xattr_errno = pyfuse3.ENOATTR if xattrs else errno.ENOSYS
-        vfs.invalidate_entry = self._invalidate_entry
-        self.in_flight = 0  # requests being handled (see send_invalidations_soon)
-        self.invalidations: dict[tuple[int, str], None] = {}  # ordered, without repeats
-        self._flush_scheduled = False
-
-    def _invalidate_entry(self, parent_ino: int, name: str) -> None:
-        """Tell the kernel to forget a name, once no request is being handled.
-
-        The kernel takes the directory's lock to drop the entry, and a request in flight
-        (a rename, an unlink, a lookup) holds that lock until it is answered. Sent meanwhile,
-        the notification waits for the lock in the kernel, uninterruptibly; should the daemon
-        then be killed, it cannot exit (that thread is stuck) and the request is never
-        answered: a mount whose processes hang until its FUSE connection is aborted by hand.
-        """
-        if len(self.invalidations) < 100_000:  # beyond that, the 1 s entry timeout will do
-            self.invalidations[(parent_ino, name)] = None
-        if self.in_flight == 0:
-            self.send_invalidations_soon()
-
-    def send_invalidations_soon(self) -> None:
-        if self._flush_scheduled:
-            return
-        try:
-            # Runs at the next checkpoint: after the reply of the request that just ended.
-            trio.lowlevel.spawn_system_task(self._send_invalidations)
-            self._flush_scheduled = True
-        except RuntimeError:  # no trio run (tests driving the vfs directly): nothing to tell
-            self.invalidations.clear()
-
-    async def _send_invalidations(self) -> None:
-        self._flush_scheduled = False
-        if self.in_flight:
-            return  # sent when that request ends
-        batch, self.invalidations = list(self.invalidations), {}
-        for parent_ino, name in batch:
-            try:
-                pyfuse3.invalidate_entry_async(
-                    pyfuse3.InodeT(parent_ino), os.fsencode(name), ignore_enoent=True
-                )
-            except Exception:  # not mounted any more, or shutting down
-                log.debug("could not invalidate %r in %d", name, parent_ino, exc_info=True)
 
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()

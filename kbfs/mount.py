@@ -166,6 +166,7 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
                 user_id=user_id,
                 upload_drain_timeout=options.timeout,
                 op_timeout=options.timeout,
+                kernel_cache_timeout=options.attr_timeout,
                 local_names=local_names(options),
             ),
             content,

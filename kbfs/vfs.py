@@ -100,6 +100,7 @@ class VfsConfig:
     upload_drain_timeout: float = 30.0
     local_names: tuple[str, ...] = DEFAULT_LOCAL_NAMES
     op_timeout: float = 30.0  # bound on one listing, retries included
+    kernel_cache_timeout: float = 1.0  # how long the kernel trusts a name or attributes
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,6 @@ class Vfs(Saving, Renaming):
         # Versions known only from an earlier mount's spool: checked before being removed.
         self._unverified: set[tuple[object, ...]] = set()
         # Set by the FUSE adapter: tell the kernel a name no longer means what it cached.
-        self.invalidate_entry: Callable[[int, str], None] | None = None
         self.projects_node = self.inodes.ensure(
             ("projects",), NodeType.PROJECTS, name="projects", parent=ROOT_INO
         )
@@ -395,15 +395,9 @@ class Vfs(Saving, Renaming):
         return state
 
     def _apply_records(self, dir_node: Node, state: ContainerDir) -> None:
-        """Rebuild a directory's entries from its server records (see kbfs.names)."""
-        before = self._view(state)
+        """Rebuild a directory's entries from its server records (see kbfs.names). The kernel
+        may map a changed name to its old inode for up to ``kernel_cache_timeout`` (see fs)."""
         self._rebuild_entries(dir_node, state)
-        if self.invalidate_entry is not None:
-            after = self._view(state)
-            for name, ino in before.items():
-                if after.get(name) != ino:
-                    # The kernel may still map this name to the old inode for entry_timeout.
-                    self.invalidate_entry(dir_node.ino, name)
 
     def _rebuild_entries(self, dir_node: Node, state: ContainerDir) -> None:
         hidden, doomed, lost = state.hidden, state.doomed, bool(state.lost)
