@@ -48,7 +48,16 @@ from kbfs.errors import (
     NotPermitted,
     RequestTimedOut,
 )
-from kbfs.inodes import ROOT_INO, InodeTable, Node, NodeType, doom_key, file_key, id_key
+from kbfs.inodes import (
+    ROOT_INO,
+    InodeTable,
+    Node,
+    NodeType,
+    doom_key,
+    file_key,
+    id_key,
+    is_provisional,
+)
 from kbfs.listings import ContainerDir, Listing, ProjectList, TaskList
 from kbfs.names import assign_names, upload_name_error
 from kbfs.renaming import Renaming
@@ -455,12 +464,23 @@ class Vfs(Saving, Renaming):
             # Removed or replaced here, yet listed (a removal still queued, a late listing):
             # it gets a fresh inode; the discarded one keeps only what its open handles hold.
             self.inodes.rekey(removed, ("removed", removed.ino))
-        provisional = (
-            self._provisional.pop((record.kind, record.id), None) if (self._provisional) else None
-        )
+        provisional = None
+        if self._provisional and not is_provisional(record):
+            # The real record of an upload whose read-back failed (the provisional record
+            # itself, noted by our own upload, must not use up the mapping).
+            provisional = self._provisional.pop((record.kind, record.id), None)
         if provisional is not None:
             node = self.inodes.get(provisional)
-            if node is not None and self.inodes.by_key(key) is None:
+            twin = self.inodes.by_key(key)
+            if twin is not None and twin is not node and twin.pending is None:
+                # A listing showed this upload before its read-back failed, and made it a node
+                # of its own: the node that holds the content (and maybe newer unsaved bytes)
+                # is the file. Otherwise that node would lose its record and upload again as
+                # a new file: a duplicate.
+                self.inodes.rekey(twin, ("superseded", twin.ino))
+                twin.linked = False
+                twin = None
+            if node is not None and twin is None:
                 self.inodes.rekey(node, key)
                 node.record = record
         node = self.inodes.ensure(

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -206,6 +207,41 @@ def test_mv_during_a_background_upload_moves_the_new_content(kb, mnt: Mounted, t
     assert sorted(os.listdir(d)) == ["y.txt"]
     assert (d / "y.txt").read_bytes() == b"moving target\n"
     wait_for(lambda: not mnt.spool_files(), what="spool to empty")
+
+
+def test_a_save_after_an_unconfirmed_upload_replaces_it(kb, mounter: Mounter, task) -> None:  # type: ignore[no-untyped-def]
+    """The read-back of an upload fails while listings already show the new file; the next
+    save of that file, failing once and retried in the background, replaces it (no duplicate)."""
+    m = mounter(kb, ttl=0.05)
+    m.allow_errors = True
+    d = m.p("projects", task["p"], "tasks", task["t"])
+    os.listdir(d)
+    kb.fault("getTaskFile", "rpc_error", count=4)  # the read-back fails, retries included
+    stop = threading.Event()
+
+    def list_meanwhile() -> None:
+        while not stop.is_set():
+            os.listdir(d)
+            time.sleep(0.03)
+
+    lister = threading.Thread(target=list_meanwhile)
+    lister.start()
+    try:
+        run("dd", f"of={d / 'a.txt'}", "status=none", input=b"first version\n")
+    finally:
+        stop.set()
+        lister.join()
+    assert names(kb, task["t"]) == ["a.txt"]
+    kb.fault("createTaskFile", "http500", count=1)
+    r = run("dd", f"of={d / 'a.txt'}", "status=none", input=b"second version\n", check=False)
+    assert r.returncode != 0
+    time.sleep(0.2)
+    os.listdir(d)  # a fresh listing, with the file's real record
+    on_server = lambda: [kb.download_task_file(f["id"]) for f in kb.task_files(task["t"])]  # noqa: E731
+    wait_for(lambda: on_server() == [b"second version\n"], what="the retry, and no duplicate")
+    time.sleep(1)
+    assert on_server() == [b"second version\n"]
+    assert sorted(os.listdir(d)) == ["a.txt"]
 
 
 def test_sigkill_during_an_upload_never_duplicates(kb, mounter: Mounter, task) -> None:  # type: ignore[no-untyped-def]
