@@ -155,6 +155,11 @@ def id_key(record: FileRecord) -> tuple[str, str, int]:
     return ("id", record.kind.value, record.id)
 
 
+def id_text(record: FileRecord | None) -> str:
+    """A record's id for log lines (``none`` for a file that exists only in the mount)."""
+    return "none" if record is None else str(record.id)
+
+
 def is_provisional(record: FileRecord) -> bool:
     """A record made up from our own upload because reading it back failed (no etag, path)."""
     return record.etag is None and not record.path

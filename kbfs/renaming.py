@@ -17,7 +17,7 @@ from kbfs.errors import (
     NoEntry,
     NotPermitted,
 )
-from kbfs.inodes import Node, NodeType, doom_key, file_key
+from kbfs.inodes import Node, NodeType, doom_key, file_key, id_text
 from kbfs.listings import ContainerDir
 from kbfs.names import upload_name_error
 from kbfs.saving import _size_or_zero_path
@@ -60,7 +60,7 @@ class Renaming:
             name_old,
             name_new,
             node.ino,
-            node.record.id if node.record is not None else "none",
+            id_text(node.record),
         )
         if node.type is not NodeType.FILE:
             raise NotPermitted("projects and tasks cannot be renamed through kbfs")
@@ -132,14 +132,12 @@ class Renaming:
         # An upload of the source running meanwhile (a close elsewhere, the retry loop) would
         # put the content under the old name too, and a write would be lost: hold its lock.
         # If one is running now, wait for it and start over: it changes what both names show.
+        if await self._waited_for_upload(node):
+            return False
         pending = node.pending
         if pending is None:
             await self._rename_locked(node, src_dir, dst_dir, name_new, target)
             return True
-        if pending.lock.locked():
-            async with pending.lock:
-                pass
-            return False
         async with pending.lock:
             await self._rename_locked(node, src_dir, dst_dir, name_new, target)
         return True

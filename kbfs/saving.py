@@ -585,13 +585,14 @@ class Saving:
         await self._sweep_lost()
         # Each entry leaves the queue (and the journal) only once its file is gone: a crash
         # in the middle of this loop must not forget the ones not tried yet.
-        stale = list(self._stale_removals)
-        for entry in stale:
+        done = 0
+        for entry in list(self._stale_removals):
             if await self._remove_replaced(*entry, None, verify=True):
                 with contextlib.suppress(ValueError):
                     self._stale_removals.remove(entry)
-        if stale:
-            self._save_journal()
+                done += 1
+        if done:
+            self._save_journal()  # not every 2 s while a removal keeps failing: nothing changed
         for node in self.pending_files():
             pending = node.pending
             if pending is None or node.discarded:

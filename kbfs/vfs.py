@@ -56,6 +56,7 @@ from kbfs.inodes import (
     doom_key,
     file_key,
     id_key,
+    id_text,
     is_provisional,
 )
 from kbfs.listings import ContainerDir, Listing, ProjectList, TaskList
@@ -874,22 +875,29 @@ class Vfs(Saving, Renaming):
         if node.type is not NodeType.FILE:
             raise IsADirectory()
         self._check_writable(parent)
+        if await self._waited_for_upload(node):
+            # The name may show the new version now, and that is what rm must remove.
+            await self.unlink(parent_ino, name)
+            return
         pending = node.pending
         if pending is None:
             await self._unlink_node(parent, name, node)
             return
-        if pending.lock.locked():
-            # An upload of this file is under way: once it ends the name may show the new
-            # version, and that is what rm must remove. Look again after it.
-            async with pending.lock:
-                pass
-            await self.unlink(parent_ino, name)
-            return
         async with pending.lock:  # no upload may start meanwhile
             await self._unlink_node(parent, name, node)
 
+    async def _waited_for_upload(self, node: Node) -> bool:
+        """If an upload of ``node`` is under way, wait for it to end and say so: it changes
+        what names show, so the caller (rm, mv) must look at them again."""
+        pending = node.pending
+        if pending is None or not pending.lock.locked():
+            return False
+        async with pending.lock:
+            pass
+        return True
+
     async def _unlink_node(self, parent: Node, name: str, node: Node) -> None:
-        log.debug("unlink %s (inode %d, file %s)", name, node.ino, _file_id(node.record))
+        log.debug("unlink %s (inode %d, file %s)", name, node.ino, id_text(node.record))
         state = self._dir_state(parent)
         record = node.record
         if record is not None:
@@ -1108,7 +1116,3 @@ def _map_complete(fd: int, opened: Opened) -> mmap.mmap | None:
     if opened.size == 0 or os.fstat(fd).st_size != opened.size:
         return None
     return mmap.mmap(fd, opened.size, prot=mmap.PROT_READ)
-
-
-def _file_id(record: FileRecord | None) -> str:
-    return "none" if record is None else str(record.id)
