@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,16 +62,20 @@ class _ProgressSink:
         self._download = download
 
     def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        while view:
-            n = self._file.write(view)
-            view = view[n:]
+        self.writelines((data,))
+        return len(data)
+
+    def writelines(self, pieces: Iterable[bytes]) -> None:
+        for data in pieces:
+            view = memoryview(data)
+            while view:
+                n = self._file.write(view)
+                view = view[n:]
         self._download.progress = self._file.tell()
         # Wake readers now rather than at their next poll. RuntimeError: called on the trio
         # thread itself, not from a worker thread.
         with contextlib.suppress(RuntimeError):
             trio.from_thread.run_sync(self._download.notify)
-        return len(data)
 
     def seekable(self) -> bool:
         return True

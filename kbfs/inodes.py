@@ -47,7 +47,7 @@ class NodeType(Enum):
         return self in (NodeType.PROJECT_FILES, NodeType.TASK)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     """One inode. Files carry the server version they show (``record``) and/or local content.
 

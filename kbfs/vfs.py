@@ -22,7 +22,7 @@ import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import NamedTuple, NoReturn, TypeVar
 
 import trio
 
@@ -113,8 +113,10 @@ class VfsConfig:
     kernel_cache_timeout: float = 1.0  # how long the kernel trusts a name or attributes
 
 
-@dataclass(frozen=True)
-class Attr:
+class Attr(NamedTuple):
+    """What stat shows. A tuple: a listing builds 10,000 of these, and a frozen dataclass's
+    __init__ costs six times as much."""
+
     ino: int
     mode: int
     nlink: int

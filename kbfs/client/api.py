@@ -375,7 +375,7 @@ class KanboardClient:
         return record
 
     async def download_file(self, container: Container, file_id: int, sink: BinaryIO) -> int:
-        """Stream the file's content into ``sink`` (sink.write gets decoded chunks); the number
+        """Stream the file's content into ``sink`` (sink.writelines gets decoded pieces); the number
         of bytes written. EmptyDownload (a NotFound) when Kanboard answers "" (missing file,
         other project, storage error - a 0-byte file cannot exist). On any error ``sink`` may
         hold a partial file. Retries rewind a seekable sink to where it started."""

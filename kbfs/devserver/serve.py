@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kbfs.devserver.faults import FaultPlan, Stats
-from kbfs.devserver.rpc import DROP, Dispatcher
+from kbfs.devserver.rpc import DROP, Dispatcher, StreamedAnswer
 from kbfs.devserver.sample import seed_sample_data
 from kbfs.devserver.store import Store
 
@@ -122,8 +122,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise _TooLarge
         return self.rfile.read(length) if length > 0 else b""
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
+    def _send(self, status: int, headers: dict[str, str], body: bytes | StreamedAnswer) -> None:
         keep_alive = self.server.devserver.config.keep_alive
+        rate = self.server.devserver.config.bandwidth
+        if rate and isinstance(body, StreamedAnswer):
+            body = bytes(body)
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -133,7 +136,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         if self.command != "HEAD" and body:
-            rate = self.server.devserver.config.bandwidth
+            if isinstance(body, StreamedAnswer):
+                for piece in body.pieces():
+                    self.wfile.write(piece)
+                return
             if not rate:
                 self.wfile.write(body)
                 return

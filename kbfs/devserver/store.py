@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from kbfs.devserver.images import image_size
 from kbfs.devserver.php import PhpTypeError, to_php_string, valid_path_id
@@ -742,10 +742,12 @@ class Store:
         """Where a storage key lives on disk."""
         return self.files_dir / path
 
-    def read_content(self, path: str) -> bytes | None:
-        """FileStorage::get; None when the stored file is missing (download then returns '')."""
+    def open_content(self, path: str) -> BinaryIO | None:
+        """FileStorage::get, as an open file; None when the stored file is missing (download
+        then returns ''). Stored files are replaced, never rewritten: what the open file reads
+        is what was stored, whatever happens to the path meanwhile."""
         try:
-            return self.storage_path(path).read_bytes()
+            return self.storage_path(path).open("rb")
         except OSError:
             return None
 

@@ -33,6 +33,7 @@ from kbfs.client import (
     SourceError,
     TransportError,
     normalise_endpoint,
+    transport,
 )
 
 TASK = Container(project_id=1, task_id=5)
@@ -753,3 +754,25 @@ async def test_secret_never_logged_or_in_errors(
             assert TOKEN not in text and basic not in text
     assert caplog.records, "expected debug logging"
     assert TOKEN not in caplog.text and basic not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"result":[{"name":"caf\\u00e9 \\/ x","id":1}]}',
+        b'{"name":"lone \\ud800 surrogate"}',  # orjson refuses it, the stdlib does not
+        b'{"size":NaN,"big":1e400,"huge":123456789012345678901234567890}',
+        b'\xef\xbb\xbf{"bom":true}',
+        '{"utf16":"é"}'.encode("utf-16"),
+    ],
+)
+def test_response_parsing_answers_like_the_stdlib(body: bytes) -> None:
+    assert repr(transport._loads(body)) == repr(json.loads(body))
+
+
+@pytest.mark.parametrize("body", [b"{", b'{"a":1}x', b"<html>", b'"\xff"'])
+def test_response_parsing_refuses_like_the_stdlib(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        json.loads(body)
+    with pytest.raises(ValueError):
+        transport._loads(body)

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import tracemalloc
+from collections.abc import Iterable
 from typing import Any
 
 import trio
@@ -62,6 +63,10 @@ class HashSink:
         self.hash.update(data)
         self.size += len(data)
         return len(data)
+
+    def writelines(self, pieces: Iterable[bytes]) -> None:
+        for piece in pieces:
+            self.write(piece)
 
     def seekable(self) -> bool:
         return False

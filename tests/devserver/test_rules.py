@@ -46,7 +46,8 @@ class Rpc:
 
     def raw(self, body: Any, user: str = "jsonrpc", password: str = TOKEN) -> tuple[int, Any]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        status, _headers, out = self.d.handle(data, self.header(user, password))
+        status, _headers, answer = self.d.handle(data, self.header(user, password))
+        out = bytes(answer)
         return status, (json.loads(out) if out else out)
 
     def answer(self, method: str, params: Any = None, **auth: str) -> tuple[int, Any]:
@@ -195,6 +196,7 @@ def test_json_output_is_unescaped(rpc: Rpc) -> None:
         ).encode(),
         rpc.header("jsonrpc", TOKEN),
     ).body
+    assert isinstance(body, bytes)
     assert "a/b 日本.txt".encode() in body and b"\\/" not in body
 
 
