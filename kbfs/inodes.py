@@ -97,6 +97,7 @@ class InodeTable:
         self._by_key: dict[Hashable, int] = {}
         self._next_ino = ROOT_INO + 1
         self._local_serial = 0
+        self.forgotten = 0  # how often a node's last kernel reference went (see Vfs.reclaim)
         root = Node(ino=ROOT_INO, type=NodeType.ROOT, key=("root",), name="", parent=ROOT_INO)
         self._nodes[ROOT_INO] = root
         self._by_key[root.key] = ROOT_INO
@@ -112,7 +113,13 @@ class InodeTable:
 
     def by_key(self, key: Hashable) -> Node | None:
         ino = self._by_key.get(key)
-        return None if ino is None else self._nodes[ino]
+        return None if ino is None else self._nodes.get(ino)
+
+    def discard(self, node: Node) -> None:
+        """Drop a node for good; its inode number is never handed out again."""
+        self._nodes.pop(node.ino, None)
+        if self._by_key.get(node.key) == node.ino:
+            del self._by_key[node.key]
 
     def ensure(self, key: Hashable, type_: NodeType, **fields: object) -> Node:
         """The node for ``key``, created on first use. ``fields`` only apply on creation."""
@@ -145,6 +152,8 @@ class InodeTable:
         node = self._nodes.get(ino)
         if node is not None:
             node.lookups = max(0, node.lookups - count)
+            if node.lookups == 0:
+                self.forgotten += 1
 
 
 def file_key(record: FileRecord) -> tuple[str, str, int, str]:

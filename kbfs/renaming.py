@@ -127,7 +127,7 @@ class Renaming:
                 self._drop_local(target)
             self.inodes.rekey(node, ("moved", node.ino))
             self._place(node, dst_dir, dst_state, name_new)
-            self.spool.describe(node.pending, dst_dir.container, name_new, node.record)
+            self.spool.describe(node.pending, dst_dir.container, name_new, node.record, node.stale)
             return True
         # An upload of the source running meanwhile (a close elsewhere, the retry loop) would
         # put the content under the old name too, and a write would be lost: hold its lock.

@@ -40,7 +40,7 @@ from kbfs.errors import (
 from kbfs.inodes import Node, doom_key, file_key, id_key, is_provisional, same_file
 from kbfs.listings import ContainerDir
 from kbfs.names import image_problem
-from kbfs.spool import PendingFile, digest
+from kbfs.spool import PendingFile, digest, superseded
 
 if TYPE_CHECKING:
     from kbfs.vfs import Vfs
@@ -103,7 +103,7 @@ class Saving:
                     # Written down before sending: a crash mid-request leaves a trace.
                     attempt = (time.time(), size, None)
                     pending.lost.append(attempt)
-                    self.spool.describe(pending, container, server_name, node.record)
+                    self.spool.describe(pending, container, server_name, node.record, node.stale)
                     try:
                         with open(pending.path, "rb") as source:
                             new_id = await self.client.create_file(
@@ -186,7 +186,7 @@ class Saving:
                 pending.next_retry = self.clock() + min(30.0, 2.0 * 2**pending.failures)
                 pending.permanent = _is_permanent(exc, pending.failures)
                 try:
-                    self.spool.describe(pending, container, server_name, node.record)
+                    self.spool.describe(pending, container, server_name, node.record, node.stale)
                     self.spool.sync(pending)
                 except OSError as disk:
                     log.error("could not record the spool entry of %s: %s", pending.path, disk)
@@ -561,6 +561,12 @@ class Saving:
             node.record = replaces
             if replaces is not None:
                 self._unverified.add(file_key(replaces))
+            for where, record in superseded(meta):
+                # Renamed away while open for writing: hidden under its old name until this
+                # upload is confirmed and removes it (checked to be the same file first).
+                node.stale.append((where, record))
+                self._unverified.add(file_key(record))
+                self._state_of(where).doomed.add(doom_key(record))
             state.local[name] = node.ino
             state.lost += [(name, *e) for e in pending.lost if (name, *e) not in state.lost]
             adopted += 1
@@ -575,10 +581,12 @@ class Saving:
         return adopted
 
     async def run_retries(self: Vfs, interval: float = 2.0) -> None:
-        """Retry failed uploads in the background, with backoff, while mounted."""
+        """Retry failed uploads in the background, with backoff, while mounted; free the
+        nodes nothing reaches any more (see Vfs.reclaim)."""
         while True:
             await trio.sleep(interval)
             await self.retry_once()
+            self.reclaim_if_due()
 
     async def retry_once(self: Vfs) -> None:
         now = self.clock()

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,9 +99,19 @@ class Spool:
         return pending
 
     def describe(
-        self, pending: PendingFile, container: Container, name: str, replaces: FileRecord | None
+        self,
+        pending: PendingFile,
+        container: Container,
+        name: str,
+        replaces: FileRecord | None,
+        supersedes: Sequence[tuple[Container, FileRecord]] = (),
     ) -> None:
-        """(Re)write what a pending file is for, so its bytes can be identified later."""
+        """(Re)write what a pending file is for, so its bytes can be identified later.
+
+        ``supersedes``: other server files its upload replaces (the source of a rename made
+        while the file was open for writing): after a crash, the next mount removes them once
+        the upload is confirmed, instead of leaving them as duplicates under their old names.
+        """
         if not pending.path.exists():
             return  # discarded meanwhile (removed, or moved away by a rename): nothing to keep
         record = {
@@ -115,6 +126,7 @@ class Spool:
             "replaces_date": replaces.date if replaces else None,
             "replaces_path": replaces.path if replaces else None,
             "created": pending.created,
+            "supersedes": [{**_container_fields(c), **_record_fields(r)} for c, r in supersedes],
             "lost_attempts": [list(entry) for entry in pending.lost],
             "failures": pending.failures,
             "last_error": pending.last_error,
@@ -279,6 +291,15 @@ def _write_json(path: Path, record: dict[str, Any], *, durable: bool = False) ->
             f.flush()
             os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def superseded(meta: dict[str, Any]) -> list[tuple[Container, FileRecord]]:
+    """The ``supersedes`` of a spool description (see Spool.describe); [] for older ones."""
+    out = []
+    for entry in meta.get("supersedes") or []:
+        container = _container(entry)
+        out.append((container, _record(container, entry)))
+    return out
 
 
 def _container_fields(container: Container) -> dict[str, Any]:

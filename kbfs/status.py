@@ -280,6 +280,11 @@ def format_found(found: Found, now: float | None = None) -> str:
             f" ({counters.get('upload_failures', 0)} failed), {counters.get('removals', 0)}"
             f" removals, {counters.get('http_requests', 0)} HTTP requests"
         )
+        if "inodes" in counters:
+            lines.append(
+                f"  memory   {counters['inodes']} inodes"
+                f" ({counters.get('reclaimed', 0)} freed since mounted)"
+            )
     errors = data.get("errors") or {}
     if errors:
         shown = ", ".join(f"{op} {n}" for op, n in sorted(errors.items(), key=lambda e: -e[1]))

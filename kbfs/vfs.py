@@ -155,6 +155,7 @@ class VfsStats:
     upload_failures: int = 0
     removals: int = 0
     listings: int = 0
+    reclaimed: int = 0  # file nodes freed (see Vfs.reclaim)
 
 
 class Vfs(Saving, Renaming):
@@ -193,6 +194,8 @@ class Vfs(Saving, Renaming):
         self._removing: list[tuple[Container, FileRecord]] = []
         # Versions known only from an earlier mount's spool: checked before being removed.
         self._unverified: set[tuple[object, ...]] = set()
+        self._reclaim_mark = 0  # inodes.forgotten at the last reclaim pass
+        self._reclaimed_at = clock()
         # Set by the FUSE adapter: tell the kernel a name no longer means what it cached.
         self.projects_node = self.inodes.ensure(
             ("projects",), NodeType.PROJECTS, name="projects", parent=ROOT_INO
@@ -1086,10 +1089,71 @@ class Vfs(Saving, Renaming):
                 "upload_failures": self.stats.upload_failures,
                 "removals": self.stats.removals,
                 "listings": self.stats.listings,
+                "inodes": len(self.inodes),
+                "reclaimed": self.stats.reclaimed,
                 "http_requests": client.http_requests,
                 "calls": dict(client.calls),
             },
         }
+
+    RECLAIM_EVERY = 60.0  # seconds between passes when the kernel forgot nothing meanwhile
+
+    def reclaim_if_due(self) -> None:
+        """Run reclaim() after the kernel forgot nodes, or once a minute (a node can also
+        become unreachable without a kernel reference: a file listed, never looked at,
+        removed on the server). A pass walks every node (~0.3 µs each), so passes are spaced
+        by a second per 10,000 nodes: a few ms of work per second at any size."""
+        since = self.clock() - self._reclaimed_at
+        forgot = self.inodes.forgotten != self._reclaim_mark
+        if since < max(2.0, len(self.inodes) / 10_000) or (
+            not forgot and since < self.RECLAIM_EVERY
+        ):
+            return
+        now = self.clock()
+        mark = self.inodes.forgotten
+        freed = self.reclaim()
+        if freed is None:
+            return  # busy: the next tick tries again
+        self._reclaim_mark, self._reclaimed_at = mark, now
+        if freed:
+            log.debug("freed %d file node(s); %d left", freed, len(self.inodes))
+
+    def reclaim(self) -> int | None:
+        """Free the file nodes nothing can reach any more; how many were freed (None: not
+        now, see below).
+
+        Every version of every file this mount has seen gets a node, and a node that leaves
+        its directory (removed, replaced, renamed, gone from the server) would otherwise stay
+        until unmount: a mount that runs for months on a busy server would grow without end.
+        A node goes once the kernel has forgotten it (no lookups), no handle has it open, it
+        holds no unsaved bytes or pending cleanup, and no directory shows it. While an upload
+        or rename is under way (they hold nodes across awaits) nothing is freed: the next
+        pass does it.
+        """
+        if self._uploads_in_flight or any(lock.locked() for lock in self._name_locks.values()):
+            return None
+        reachable = set(self._provisional.values())
+        for entries in self._dir_handles.values():  # what a readdir still to come may reply
+            reachable.update(node.ino for _, node in entries)
+        for state in self._dirs.values():
+            reachable.update(state.entries.values())
+            reachable.update(state.local.values())
+        freed = 0
+        for node in self.inodes:
+            if (
+                node.type is NodeType.FILE
+                and not node.linked
+                and node.lookups == 0
+                and node.open_handles == 0
+                and node.pending is None
+                and not node.stale
+                and node.hides is None
+                and node.ino not in reachable
+            ):
+                self.inodes.discard(node)
+                freed += 1
+        self.stats.reclaimed += freed
+        return freed
 
     def pending_files(self) -> list[Node]:
         """Files whose current content has not reached the server."""

@@ -3,6 +3,7 @@ and what the server refuses for good lands in the recovery folder."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -316,3 +317,36 @@ def test_head_of_a_cold_file_does_not_wait_for_the_whole_download(kb, mnt: Mount
     finally:
         kb.config(bandwidth=0)
     assert not list(mnt.cache_dir.rglob("*.part"))
+
+
+def test_a_crash_while_a_renamed_file_is_still_open_leaves_no_duplicate(
+    kb, mounter: Mounter, task
+) -> None:  # type: ignore[no-untyped-def]
+    """Renamed while still open for writing (gedit, LibreOffice save this way), then a crash
+    before close: the next mount uploads the content under the new name and removes the
+    source, which the spool entry remembers (it used to live in memory only: a duplicate)."""
+    state = mounter.tmp_path / "shared-state"
+    kb.upload_task_file(task["p"], task["t"], "draft.txt", b"old draft\n")
+    m = mounter(kb, f"state_dir={state}")
+    m.allow_errors = True
+    d = m.p("projects", task["p"], "tasks", task["t"])
+    os.listdir(d)
+    fd = os.open(d / "draft.txt", os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, b"final text\n")
+        os.rename(d / "draft.txt", d / "final.txt")
+        assert sorted(os.listdir(d)) == ["final.txt"]
+        crash(mounter, m)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    assert names(kb, task["t"]) == ["draft.txt"]  # nothing was uploaded before the crash
+    m2 = mounter(kb, f"state_dir={state}")
+    d2 = m2.p("projects", task["p"], "tasks", task["t"])
+    assert sorted(os.listdir(d2)) == ["final.txt"]  # the source stays hidden meanwhile
+    wait_for(
+        lambda: names(kb, task["t"]) == ["final.txt"],
+        what="the upload under the new name and the removal of the source",
+    )
+    assert content(kb, task["t"], "final.txt") == b"final text\n"
+    assert (d2 / "final.txt").read_bytes() == b"final text\n"
