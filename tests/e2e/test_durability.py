@@ -52,13 +52,20 @@ def crash(mounter: Mounter, m: Mounted) -> None:
     mounter.unmount(m)
 
 
-def unsaved(kb, mounter: Mounter, task, name: str, data: bytes) -> tuple[Mounted, Path]:  # type: ignore[no-untyped-def]
-    """A mount with a shared state dir, and a file in it whose every upload fails."""
+def crashable(kb, mounter: Mounter, task) -> tuple[Mounted, Path, Path]:  # type: ignore[no-untyped-def]
+    """A mount whose state dir the next mount (after a crash) shares, its task directory listed:
+    (mount, task directory, state dir)."""
     state = mounter.tmp_path / "shared-state"
     m = mounter(kb, f"state_dir={state}")
     m.allow_errors = True
     d = m.p("projects", task["p"], "tasks", task["t"])
     os.listdir(d)
+    return m, d, state
+
+
+def unsaved(kb, mounter: Mounter, task, name: str, data: bytes) -> tuple[Mounted, Path]:  # type: ignore[no-untyped-def]
+    """A mount with a shared state dir, and a file in it whose every upload fails."""
+    m, d, state = crashable(kb, mounter, task)
     kb.fault("createTaskFile", "http500", count=1000)
     run("dd", f"of={d / name}", "status=none", input=data, check=False)
     return m, state
@@ -86,12 +93,8 @@ def test_a_crash_leaves_no_superseded_version_or_lost_copy_behind(
     kb, mounter: Mounter, task
 ) -> None:  # type: ignore[no-untyped-def]
     """What is left to clean up on the server survives a crash too (the cleanup journal)."""
-    state = mounter.tmp_path / "shared-state"
     kb.upload_task_file(task["p"], task["t"], "doc.txt", b"old\n")
-    m = mounter(kb, f"state_dir={state}")
-    m.allow_errors = True
-    d = m.p("projects", task["p"], "tasks", task["t"])
-    os.listdir(d)
+    m, d, state = crashable(kb, mounter, task)
     # 1. An overwrite whose new version is confirmed but the old one cannot be removed yet.
     kb.fault("removeTaskFile", "http500", count=1000)
     run("dd", f"of={d / 'doc.txt'}", "status=none", input=b"new\n")
@@ -246,11 +249,7 @@ def test_a_save_after_an_unconfirmed_upload_replaces_it(kb, mounter: Mounter, ta
 
 
 def test_sigkill_during_an_upload_never_duplicates(kb, mounter: Mounter, task) -> None:  # type: ignore[no-untyped-def]
-    state = mounter.tmp_path / "shared-state"
-    m = mounter(kb, f"state_dir={state}")
-    m.allow_errors = True
-    d = m.p("projects", task["p"], "tasks", task["t"])
-    os.listdir(d)
+    m, d, state = crashable(kb, mounter, task)
     kb.config(latency=1.5)
     writer = subprocess.Popen(
         ["dd", f"of={d / 'inflight.txt'}", "status=none"],
@@ -325,12 +324,8 @@ def test_a_crash_while_a_renamed_file_is_still_open_leaves_no_duplicate(
     """Renamed while still open for writing (gedit, LibreOffice save this way), then a crash
     before close: the next mount uploads the content under the new name and removes the
     source, which the spool entry remembers (it used to live in memory only: a duplicate)."""
-    state = mounter.tmp_path / "shared-state"
     kb.upload_task_file(task["p"], task["t"], "draft.txt", b"old draft\n")
-    m = mounter(kb, f"state_dir={state}")
-    m.allow_errors = True
-    d = m.p("projects", task["p"], "tasks", task["t"])
-    os.listdir(d)
+    m, d, state = crashable(kb, mounter, task)
     fd = os.open(d / "draft.txt", os.O_WRONLY | os.O_TRUNC)
     try:
         os.write(fd, b"final text\n")
