@@ -615,6 +615,7 @@ class Bench:
         local: list[float] = []
         remount: list[float] = []
         folios: tuple[str | None, str | None] = (None, None)
+        first: list[float] = []
         for i in range(s.runs):
             log(f"rows 1-3: run {i + 1}/{s.runs}")
             self.caches.drop()
@@ -638,6 +639,12 @@ class Bench:
                 path = m.p("projects", pid, "tasks", tid, "big.bin")
                 path.stat()
                 remount.append(timed(["cat", path]))
+            with self.mounter.mounted(server) as m:  # an empty cache: the file is cold again
+                path = m.p("projects", pid, "tasks", tid, "big.bin")
+                path.stat()
+                self.caches.drop()
+                timed(["head", "-c", "0", "/dev/null"])  # head itself is not what is measured
+                first.append(timed(["head", "-c", "100", path]))
         c, ce, nv = median(cold), median(ceiling), median(naive)
         self.report.add(
             Row(
@@ -650,6 +657,11 @@ class Bench:
                 "1b", f"cold `cat` {size} vs naive Python client (httpx, json, b64decode)",
                 secs(c), secs(nv), c / nv, 0.8,
             )
+        )  # fmt: skip
+        f = median(first)
+        self.report.add(
+            Row("1c", f"first 100 bytes of a cold {size} file (`head -c 100`) vs cold `cat`",
+                secs(f), secs(c), f / c, 0.1)
         )  # fmt: skip
         w, lo = median(warm), median(local)
         note = ""
@@ -1034,7 +1046,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
-    for tool in ("curl", "base64", "cut", "fusermount3", "cat", "cp", "ls", "find"):
+    for tool in ("curl", "base64", "cut", "fusermount3", "cat", "cp", "ls", "find", "head"):
         if shutil.which(tool) is None:
             print(f"bench: {tool} is needed", file=sys.stderr)
             return 1

@@ -76,6 +76,9 @@ MAX_BODY = 64 * 1024 * 1024
 HEAD_LIMIT = 64 * 1024
 #: Decoded download bytes collected before one (threaded) write to the sink.
 FLUSH_SIZE = 1024 * 1024
+# The first decoded bytes go to the sink at once: a reader waiting for the start of a file
+# (head, file(1), a thumbnailer) gets it after one network chunk, not after a MiB.
+FIRST_FLUSH_SIZE = 64 * 1024
 
 
 def _loads(body: bytes) -> Any:
@@ -571,7 +574,7 @@ class RpcTransport:
                     del head[start:]
                     decoder = JsonBase64Decoder()
                 add(decoder.feed(chunk))
-                if out_size >= FLUSH_SIZE:
+                if out_size >= FLUSH_SIZE or (out_size >= FIRST_FLUSH_SIZE and not written[0]):
                     await flush()
 
         if decoder is None:

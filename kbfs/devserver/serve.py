@@ -135,19 +135,30 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        if self.command != "HEAD" and body:
-            if isinstance(body, StreamedAnswer):
-                for piece in body.pieces():
+        if self.command == "HEAD" or not body:
+            return
+        try:
+            self._write_body(body, rate)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away (a download it cancelled)
+
+    def _write_body(self, body: bytes | StreamedAnswer, rate: int | None) -> None:
+        if isinstance(body, StreamedAnswer):
+            pieces = body.pieces()
+            try:
+                for piece in pieces:
                     self.wfile.write(piece)
-                return
-            if not rate:
-                self.wfile.write(body)
-                return
-            step = max(1, min(_CHUNK, rate // 20))
-            for start in range(0, len(body), step):
-                self.wfile.write(body[start : start + step])
-                self.wfile.flush()
-                time.sleep(step / rate)
+            finally:
+                pieces.close()  # closes the stored file at once, also when the client left
+            return
+        if not rate:
+            self.wfile.write(body)
+            return
+        step = max(1, min(_CHUNK, rate // 20))
+        for start in range(0, len(body), step):
+            self.wfile.write(body[start : start + step])
+            self.wfile.flush()
+            time.sleep(step / rate)
 
     # -- /jsonrpc.php -------------------------------------------------------------------------
 

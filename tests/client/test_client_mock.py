@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 from typing import Any
 
 import httpx
@@ -598,6 +599,32 @@ async def test_download_streaming_variants(chunk: int, style: str) -> None:
         sink = io.BytesIO()
         assert await client.download_file(TASK, 1, sink) == len(raw)
         assert sink.getvalue() == raw
+
+
+class _BatchSink(io.BytesIO):
+    """Records how many bytes each writelines() call brought."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def writelines(self, pieces: Any) -> None:
+        pieces = list(pieces)
+        self.batches.append(sum(len(p) for p in pieces))
+        super().writelines(pieces)
+
+
+async def test_download_hands_over_the_first_bytes_at_once() -> None:
+    """A reader waiting for the start of a file (head) must not wait for a whole MiB."""
+    raw = os.urandom(3 * 1024 * 1024 + 5)
+    body = '{"jsonrpc":"2.0","result":"' + base64.b64encode(raw).decode() + '","id":@ID@}'
+    async with client_for(_streamed(body.encode(), 16 * 1024)) as client:
+        sink = _BatchSink()
+        assert await client.download_file(TASK, 1, sink) == len(raw)
+    assert sink.getvalue() == raw
+    first, *middle, _last = sink.batches
+    assert transport.FIRST_FLUSH_SIZE <= first < transport.FIRST_FLUSH_SIZE + 16 * 1024
+    assert all(transport.FLUSH_SIZE <= n < transport.FLUSH_SIZE + 16 * 1024 for n in middle)
 
 
 @pytest.mark.parametrize(
