@@ -294,11 +294,19 @@ def _write_json(path: Path, record: dict[str, Any], *, durable: bool = False) ->
 
 
 def superseded(meta: dict[str, Any]) -> list[tuple[Container, FileRecord]]:
-    """The ``supersedes`` of a spool description (see Spool.describe); [] for older ones."""
+    """The ``supersedes`` of a spool description (see Spool.describe); [] for older ones.
+
+    An unreadable entry is skipped with a warning, never the whole description: the bytes
+    still get uploaded, at worst beside a version that should have gone.
+    """
+    entries = meta.get("supersedes")
     out = []
-    for entry in meta.get("supersedes") or []:
-        container = _container(entry)
-        out.append((container, _record(container, entry)))
+    for entry in entries if isinstance(entries, list) else []:
+        try:
+            container = _container(entry)
+            out.append((container, _record(container, entry)))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            log.warning("ignoring an unreadable 'supersedes' entry of a spool file: %.200r", entry)
     return out
 
 
