@@ -831,6 +831,10 @@ class Vfs(Directories, Saving, Renaming):
         """
         if self._uploads_in_flight or any(lock.locked() for lock in self._name_locks.values()):
             return None
+        # The per-name upload locks go too (one per name ever uploaded would pile up). None is
+        # held, and none is about to be: an upload counts itself in flight before it takes
+        # one, and the retry loop's sweep (the other user) runs in this task, not beside it.
+        self._name_locks.clear()
         reachable = set(self._provisional.values())
         for entries in self._dir_handles.values():  # what a readdir still to come may reply
             reachable.update(node.ino for _, node in entries)
