@@ -44,13 +44,8 @@ async def clear_directory(vfs: Vfs, rel_path: str) -> dict[str, Any]:
     if vfs.config.read_only:
         return {"error": "the mount is read-only"}
     prefix = shown + "/"
-    pending = vfs.status()["pending_uploads"]
-    assert isinstance(pending, list)
-    waiting = [
-        str(p["path"])
-        for p in pending
-        if not p.get("local_only") and str(p.get("path", "")).startswith(prefix)
-    ]
+    unsaved = [vfs.path_of(n) for n in vfs.pending_files() if not vfs.is_scratch(n)]
+    waiting = [path for path in unsaved if path.startswith(prefix)]
     if waiting:
         return {
             "error": f"{len(waiting)} file(s) in {shown} are not uploaded yet"

@@ -16,7 +16,7 @@ import trio
 from kbfs.client.errors import KanboardError, ServerError, TransportError
 from kbfs.client.models import FileRecord
 from kbfs.errors import InvalidArgument, RequestTimedOut
-from kbfs.inodes import Node, NodeType, doom_key, file_key, id_key, is_provisional
+from kbfs.inodes import Node, NodeType, doom_key, file_key, is_doomed, is_provisional
 from kbfs.listings import ContainerDir, Listing, TaskList
 from kbfs.names import assign_names
 from kbfs.saving import _same_version
@@ -136,23 +136,24 @@ class Directories:
             task_id=task_id,
         )
 
-    def _files_dir_node(self: Vfs, project_id: int) -> Node:
+    def _project_dir(self: Vfs, project_id: int, name: str, type_: NodeType) -> Node:
+        """One of a project's fixed directories (``files``, ``tasks``, ``tasks-by-title``)."""
         return self.inodes.ensure(
-            ("files", project_id),
-            NodeType.PROJECT_FILES,
-            name="files",
+            (name, project_id),
+            type_,
+            name=name,
             parent=self._project_node(project_id).ino,
             project_id=project_id,
         )
 
+    def _files_dir_node(self: Vfs, project_id: int) -> Node:
+        return self._project_dir(project_id, "files", NodeType.PROJECT_FILES)
+
     def _titles_dir_node(self: Vfs, project_id: int) -> Node:
-        return self.inodes.ensure(
-            ("tasks-by-title", project_id),
-            NodeType.TASKS_BY_TITLE,
-            name="tasks-by-title",
-            parent=self._project_node(project_id).ino,
-            project_id=project_id,
-        )
+        return self._project_dir(project_id, "tasks-by-title", NodeType.TASKS_BY_TITLE)
+
+    def _tasks_dir_node(self: Vfs, project_id: int) -> Node:
+        return self._project_dir(project_id, "tasks", NodeType.TASKS)
 
     def _link(self: Vfs, key: tuple[object, ...], parent: Node, name: str, target: str) -> Node:
         """A symbolic link of the by-name views; its name follows the current title."""
@@ -168,15 +169,6 @@ class Directories:
         if node.type is not NodeType.LINK or node.link_target is None:
             raise InvalidArgument("not a symbolic link")
         return node.link_target
-
-    def _tasks_dir_node(self: Vfs, project_id: int) -> Node:
-        return self.inodes.ensure(
-            ("tasks", project_id),
-            NodeType.TASKS,
-            name="tasks",
-            parent=self._project_node(project_id).ino,
-            project_id=project_id,
-        )
 
     async def _refresh_dir(self: Vfs, dir_node: Node, force: bool = False) -> ContainerDir:
         state = self._dir_state(dir_node)
@@ -202,16 +194,13 @@ class Directories:
     def _apply_records(self: Vfs, dir_node: Node, state: ContainerDir) -> None:
         """Rebuild a directory's entries from its server records (see kbfs.names). The kernel
         may map a changed name to its old inode for up to ``kernel_cache_timeout`` (see fs)."""
-        self._rebuild_entries(dir_node, state)
-
-    def _rebuild_entries(self: Vfs, dir_node: Node, state: ContainerDir) -> None:
         hidden, doomed, lost = state.hidden, state.doomed, bool(state.lost)
 
         def shown(r: FileRecord) -> bool:
             # The sets are nearly always empty: a listing of 100,000 files is built here.
             if hidden and _same_version(hidden.get(r.id), r):
                 return False
-            if doomed and (file_key(r) in doomed or id_key(r) in doomed):
+            if doomed and is_doomed(doomed, r):
                 return False
             return not (lost and self._maybe_lost_copy(state, r))
 

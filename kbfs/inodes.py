@@ -13,7 +13,7 @@ is tracked so that a later version can free nodes safely. Pure and synchronous: 
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Collection, Hashable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -172,6 +172,12 @@ def id_text(record: FileRecord | None) -> str:
 def is_provisional(record: FileRecord) -> bool:
     """A record made up from our own upload because reading it back failed (no etag, path)."""
     return record.etag is None and not record.path
+
+
+def is_doomed(doomed: Collection[Hashable], record: FileRecord) -> bool:
+    """Whether a set of doom_key()s names ``record`` (by version, or by id for a record that
+    was provisional when it was doomed)."""
+    return file_key(record) in doomed or id_key(record) in doomed
 
 
 def doom_key(record: FileRecord) -> tuple[object, ...]:

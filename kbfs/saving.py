@@ -37,7 +37,15 @@ from kbfs.errors import (
     UploadFailed,
     to_errno,
 )
-from kbfs.inodes import Node, doom_key, file_key, id_key, is_provisional, same_file
+from kbfs.inodes import (
+    Node,
+    doom_key,
+    file_key,
+    id_key,
+    is_doomed,
+    is_provisional,
+    same_file,
+)
 from kbfs.listings import ContainerDir
 from kbfs.names import image_problem
 from kbfs.spool import PendingFile, digest, superseded
@@ -84,7 +92,7 @@ class Saving:
                     log.info("%s is empty: kept in this mount only", self.path_of(node))
                     self.spool.sync(pending)
                     return
-                if node.record is None and self.is_local_name(node.name):
+                if self.is_scratch(node):
                     self.spool.sync(pending)
                     return  # a scratch file: never uploaded (see DEFAULT_LOCAL_NAMES)
                 if size == 1 and pending.path.read_bytes() == b"0":
@@ -221,8 +229,7 @@ class Saving:
             if r.name == name
             and r.id != replaces
             and r.date >= written
-            and file_key(r) not in doomed
-            and id_key(r) not in doomed
+            and not is_doomed(doomed, r)
         ]
         if newer:
             raise Conflict(
@@ -607,7 +614,7 @@ class Saving:
                 continue
             if any(h.node is node and h.writable for h in self._handles.values()):
                 continue  # its writer's close() uploads it
-            if node.record is None and self.is_local_name(node.name):
+            if self.is_scratch(node):
                 continue
             if _size_or_zero(pending) == 0:
                 continue

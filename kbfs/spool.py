@@ -126,7 +126,7 @@ class Spool:
             "replaces_date": replaces.date if replaces else None,
             "replaces_path": replaces.path if replaces else None,
             "created": pending.created,
-            "supersedes": [{**_container_fields(c), **_record_fields(r)} for c, r in supersedes],
+            "supersedes": [_placed_fields(c, r) for c, r in supersedes],
             "lost_attempts": [list(entry) for entry in pending.lost],
             "failures": pending.failures,
             "last_error": pending.last_error,
@@ -241,7 +241,7 @@ class Spool:
             return
         data = {
             "server": self.server,
-            "removals": [{**_container_fields(c), **_record_fields(r)} for c, r in removals],
+            "removals": [_placed_fields(c, r) for c, r in removals],
             "lost": [
                 {**_container_fields(c), "name": n, "started": t, "size": z, "digest": d}
                 for c, n, t, z, d in lost
@@ -257,9 +257,7 @@ class Spool:
         """What an earlier mount of this server left to clean up (nothing if unreadable)."""
         try:
             data = json.loads(self.journal_path.read_text())
-            removals = [
-                (_container(e), _record(_container(e), e)) for e in data.get("removals", [])
-            ]
+            removals = [_placed(e) for e in data.get("removals", [])]
             lost = [
                 (
                     _container(e),
@@ -303,11 +301,21 @@ def superseded(meta: dict[str, Any]) -> list[tuple[Container, FileRecord]]:
     out = []
     for entry in entries if isinstance(entries, list) else []:
         try:
-            container = _container(entry)
-            out.append((container, _record(container, entry)))
+            out.append(_placed(entry))
         except (KeyError, TypeError, ValueError, AttributeError):
             log.warning("ignoring an unreadable 'supersedes' entry of a spool file: %.200r", entry)
     return out
+
+
+def _placed_fields(container: Container, record: FileRecord) -> dict[str, Any]:
+    """A server file and where it lives, as the journal and spool descriptions store it."""
+    return {**_container_fields(container), **_record_fields(record)}
+
+
+def _placed(entry: dict[str, Any]) -> tuple[Container, FileRecord]:
+    """The inverse of _placed_fields; raises on an unreadable entry."""
+    container = _container(entry)
+    return container, _record(container, entry)
 
 
 def _container_fields(container: Container) -> dict[str, Any]:

@@ -188,7 +188,6 @@ class Vfs(Directories, Saving, Renaming):
         self._unverified: set[tuple[object, ...]] = set()
         self._reclaim_mark = 0  # inodes.forgotten at the last reclaim pass
         self._reclaimed_at = clock()
-        # Set by the FUSE adapter: tell the kernel a name no longer means what it cached.
         self.projects_node = self.inodes.ensure(
             ("projects",), NodeType.PROJECTS, name="projects", parent=ROOT_INO
         )
@@ -305,6 +304,10 @@ class Vfs(Directories, Saving, Renaming):
 
     def is_local_name(self, name: str) -> bool:
         return _matches(name, self.config.local_names)
+
+    def is_scratch(self, node: Node) -> bool:
+        """A file kept in this mount only by design: a scratch name, never on the server."""
+        return node.record is None and self.is_local_name(node.name)
 
     async def list_dir(self, ino: int) -> list[tuple[str, Node]]:
         """The entries of a directory, fetched if the cached listing is stale."""
@@ -766,7 +769,7 @@ class Vfs(Directories, Saving, Renaming):
                     "size": _size_or_zero(node.pending),
                     "spool_file": str(node.pending.path),
                     "last_error": node.pending.last_error,
-                    "local_only": node.record is None and self.is_local_name(node.name),
+                    "local_only": self.is_scratch(node),
                 }
             )
         cache = self.content.statistics()
@@ -802,14 +805,13 @@ class Vfs(Directories, Saving, Renaming):
         become unreachable without a kernel reference: a file listed, never looked at,
         removed on the server). A pass walks every node (~0.3 µs each), so passes are spaced
         by a second per 10,000 nodes: a few ms of work per second at any size."""
-        since = self.clock() - self._reclaimed_at
-        forgot = self.inodes.forgotten != self._reclaim_mark
+        now = self.clock()
+        since = now - self._reclaimed_at
+        mark = self.inodes.forgotten
         if since < max(2.0, len(self.inodes) / 10_000) or (
-            not forgot and since < self.RECLAIM_EVERY
+            mark == self._reclaim_mark and since < self.RECLAIM_EVERY
         ):
             return
-        now = self.clock()
-        mark = self.inodes.forgotten
         freed = self.reclaim()
         if freed is None:
             return  # busy: the next tick tries again
