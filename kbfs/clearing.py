@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from kbfs.client.errors import KanboardError
-from kbfs.inodes import ROOT_INO
+from kbfs.namespace.nodes import ROOT_INO
 from kbfs.vfs import Vfs
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from kbfs.errors import NoEntry, NotPermitted, is_expected, to_errno
-from kbfs.inodes import Node
+from kbfs.namespace.nodes import Node
 from kbfs.vfs import Attr, Vfs
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class Operations(pyfuse3.Operations):
             entry.st_ino = pyfuse3.InodeT(0)
             entry.entry_timeout = self.negative_timeout
             return entry
-        self.vfs.inodes.add_lookups(node)
+        self.vfs.remember(node)
         return self._node_entry(node)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -214,7 +214,7 @@ class Operations(pyfuse3.Operations):
             entry = self._node_entry(node)
             if not pyfuse3.readdir_reply(token, os.fsencode(name), entry, node.ino):
                 break
-            self.vfs.inodes.add_lookups(node)  # READDIRPLUS: each accepted entry is a lookup
+            self.vfs.remember(node)  # READDIRPLUS: each accepted entry is a lookup
 
     @fuse_errors
     async def releasedir(self, fh: int) -> None:
@@ -257,7 +257,7 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         handle = await self.vfs.create(parent_inode, _name(name), flags)
-        self.vfs.inodes.add_lookups(handle.node)
+        self.vfs.remember(handle.node)
         info = pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(handle.fh), keep_cache=False)
         return info, self._node_entry(handle.node)
 

@@ -37,11 +37,12 @@ from kbfs import sdnotify
 from kbfs import status as status_mod
 from kbfs.clearing import clear_directory
 from kbfs.client.api import Credentials, KanboardClient
-from kbfs.contentcache import ContentCache
 from kbfs.fs import Operations, error_counts
+from kbfs.namespace.names import DEFAULT_LOCAL_NAMES
 from kbfs.options import MountOptions
-from kbfs.spool import Spool
-from kbfs.vfs import DEFAULT_LOCAL_NAMES, Vfs, VfsConfig
+from kbfs.storage.contentcache import ContentCache
+from kbfs.storage.spool import Spool
+from kbfs.vfs import Vfs, VfsConfig
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,8 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signal, vfs)
-                vfs.start_background(nursery)
+                await nursery.start(content.run)
+                await nursery.start(vfs.run)
                 nursery.start_soon(_tune_read_ahead, request.mountpoint)
                 if publisher.enabled:
                     await nursery.start(publisher.serve_control)

@@ -1,11 +1,13 @@
-"""The name mapping of kbfs.names: every server file gets one valid, stable, unique entry."""
+"""The name mapping of kbfs.namespace.names: every server file gets one valid, unique entry."""
 
 from __future__ import annotations
+
+import errno
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kbfs.names import assign_names, base_display_name, upload_name_error, with_suffix
+from kbfs.namespace.names import assign_names, base_display_name, upload_name_error, with_suffix
 
 
 def test_substitutions_and_specials() -> None:
@@ -59,6 +61,10 @@ def test_every_file_gets_one_valid_unique_name(files: list[tuple[int, str]]) -> 
 
 def test_upload_name_checks() -> None:
     assert upload_name_error("a" * 255) is None
-    assert upload_name_error("a" * 256) == "name longer than 255 bytes"
-    assert upload_name_error("é" * 128) == "name longer than 255 bytes"
-    assert upload_name_error("bad\udcff") == "name is not valid UTF-8"
+    for long_name in ("a" * 256, "é" * 128):
+        problem = upload_name_error(long_name)
+        assert problem is not None and problem.errno == errno.ENAMETOOLONG
+        assert str(problem) == "name longer than 255 bytes"
+    problem = upload_name_error("bad\udcff")
+    assert problem is not None and problem.errno == errno.EILSEQ
+    assert str(problem) == "name is not valid UTF-8"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from kbfs.client.models import Container, FileRecord, Kind
-from kbfs.spool import Spool, superseded
+from kbfs.storage.spool import Spool, superseded
 
 TASK = Container(project_id=1, task_id=2)
 OTHER = Container(project_id=1, task_id=3)

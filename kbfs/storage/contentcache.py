@@ -7,9 +7,11 @@ name cannot write outside the cache directory.
 
 A download goes to a temporary name and is renamed into place only once complete and checked
 against the record's size, so a partial download is never served as complete. Concurrent
-readers of one file share one download. With a nursery (``start_downloads_in``), a download
+readers of one file share one download. While ``run`` runs (the mount starts it), a download
 runs in the background and a reader is served as soon as the bytes it asks for have arrived:
 ``head -c 100`` of a large cold file does not wait for the whole file.
+
+``mapped_if_complete`` is the read path for complete content: one read-only map per handle.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import mmap
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -24,8 +27,8 @@ from pathlib import Path
 
 import trio
 
-from kbfs.client.api import KanboardClient
 from kbfs.client.models import Container, FileRecord
+from kbfs.client.protocol import KanboardAPI
 from kbfs.errors import FsError
 
 log = logging.getLogger(__name__)
@@ -136,7 +139,7 @@ class ContentCache:
     Files that are open (pinned) are never evicted.
     """
 
-    def __init__(self, root: Path, client: KanboardClient, *, max_bytes: int) -> None:
+    def __init__(self, root: Path, client: KanboardAPI, *, max_bytes: int) -> None:
         self.root = root
         self.client = client
         self.max_bytes = max_bytes
@@ -151,9 +154,16 @@ class ContentCache:
         for stale in root.glob("*.part"):
             stale.unlink(missing_ok=True)
 
-    def start_downloads_in(self, nursery: trio.Nursery) -> None:
-        """Let downloads outlive the request that started them (progressive reads)."""
-        self._nursery = nursery
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run downloads in the background until cancelled: they outlive the request that
+        started them (progressive reads). Without it each download runs in its caller."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
 
     def statistics(self) -> CacheStats:
         return CacheStats(self._downloads_n, self._hits, self._bytes, self._evictions)
@@ -315,3 +325,17 @@ class ContentCache:
             path.unlink(missing_ok=True)
             total -= size
             self._evictions += 1
+
+
+def mapped_if_complete(fd: int, opened: Opened) -> mmap.mmap | None:
+    """A read-only map of cached content once all of it is on disk, else None.
+
+    Only a complete file is mapped: its size is final (a cache file is written under a temporary
+    name and never changed once complete), so no access can run past its end (SIGBUS).
+    """
+    download = opened.download
+    if download is not None and not (download.done.is_set() and download.error is None):
+        return None
+    if opened.size == 0 or os.fstat(fd).st_size != opened.size:
+        return None
+    return mmap.mmap(fd, opened.size, prot=mmap.PROT_READ)

@@ -16,8 +16,12 @@ the directory's contents do not change. The module is pure: no I/O, no trio.
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 from collections.abc import Iterable
 from typing import TypeVar
+
+from kbfs.errors import FsError, NameTooLong
 
 NAME_MAX = 255
 
@@ -79,19 +83,27 @@ def assign_names(files: Iterable[tuple[int, str, _T]]) -> dict[str, _T]:
     return taken
 
 
-def upload_name_error(name: str) -> str | None:
-    """Why a name created in the mount cannot be stored by Kanboard as-is, or None.
+def upload_name_error(name: str) -> FsError | None:
+    """Why a name created in the mount cannot be stored by Kanboard as-is (the error to
+    raise, with its errno), or None.
 
     Kanboard cuts names to 255 bytes; the kernel already refuses longer entries, but a name is
     checked here too so no layer depends on that. ``/`` and NUL cannot reach us.
     """
     if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
-        return "name longer than 255 bytes"
+        return NameTooLong("name longer than 255 bytes")
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        return "name is not valid UTF-8"
+        return FsError("name is not valid UTF-8", errno.EILSEQ)
     return None
+
+
+def check_upload_name(name: str) -> None:
+    """Raise ``upload_name_error(name)`` if there is one."""
+    problem = upload_name_error(name)
+    if problem is not None:
+        raise problem
 
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif")
@@ -109,3 +121,42 @@ def image_problem(name: str, head: bytes) -> str | None:
     if ext not in IMAGE_EXTENSIONS or head.startswith(_IMAGE_MAGIC):
         return None
     return f"Kanboard accepts a .{ext} file only if it is a PNG, JPEG or GIF image"
+
+
+# Scratch files of editors and desktops: they stay in this mount and never reach Kanboard.
+DEFAULT_LOCAL_NAMES = (
+    ".*.sw[a-p]",  # vim swap files (.name.swp, .swo, ...)
+    ".*.sw[a-p][a-z]",
+    "4913",  # vim's "can I create files here" probe
+    "*~",  # backups (vim, emacs, gedit)
+    ".#*",  # emacs lock files
+    "#*#",  # emacs auto-save files
+    ".~lock.*#",  # LibreOffice lock files
+    ".goutputstream-*",  # GIO/gedit atomic-save temporaries
+    ".*.kate-swp",  # Kate swap files
+)
+# What file managers look for in every directory; answered from any cached listing.
+PROBE_NAMES = (
+    ".hidden",
+    ".directory",
+    ".Trash",
+    ".Trash-*",
+    "autorun.inf",
+    "desktop.ini",
+    ".DS_Store",
+    ".thumbnails",
+    ".sh_thumbnails",
+    "Thumbs.db",
+    ".xdg-volume-info",
+)
+
+
+def matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def parse_id(name: str) -> int | None:
+    """The id a directory name stands for (``"42"``), or None: no sign, no leading zero."""
+    if not name.isascii() or not name.isdigit() or (len(name) > 1 and name[0] == "0"):
+        return None
+    return int(name)

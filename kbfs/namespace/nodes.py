@@ -6,8 +6,10 @@ that so far exists only here (``("local", n)``). The same key always gets the sa
 inode never silently changes meaning, even though Kanboard reuses file ids (API-FACTS §7): a
 reused id comes with another etag, hence another key and another inode.
 
-Nodes are kept for the life of the mount (a few hundred bytes each); the kernel's lookup count
-is tracked so that a later version can free nodes safely. Pure and synchronous: no I/O, no trio.
+A node lives while something can reach it: the kernel (its lookup count), an open handle,
+unsaved bytes, a directory entry. ``Namespace.reclaim`` frees the others; their inode numbers are
+never handed out again. Pure and synchronous: no I/O, no trio. Only ``kbfs.namespace`` changes
+the fields that decide what a user sees (see ``kbfs.namespace.tree``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING
 from kbfs.client.models import Container, FileRecord
 
 if TYPE_CHECKING:
-    from kbfs.spool import PendingFile
+    from kbfs.storage.spool import PendingFile
 
 ROOT_INO = 1
 
@@ -68,6 +70,7 @@ class Node:
     link_target: str | None = None
     lookups: int = 0
     open_handles: int = 0
+    writers: int = 0  # open handles that may write: their close() uploads
     linked: bool = True  # False while no directory entry shows this node
     discarded: bool = False  # the user removed or replaced it: unsaved content goes too
     # Server files to remove once this node's next upload is confirmed: what it replaced in
@@ -97,7 +100,7 @@ class InodeTable:
         self._by_key: dict[Hashable, int] = {}
         self._next_ino = ROOT_INO + 1
         self._local_serial = 0
-        self.forgotten = 0  # how often a node's last kernel reference went (see Vfs.reclaim)
+        self.forgotten = 0  # how often a node's last kernel reference went (see reclaim)
         root = Node(ino=ROOT_INO, type=NodeType.ROOT, key=("root",), name="", parent=ROOT_INO)
         self._nodes[ROOT_INO] = root
         self._by_key[root.key] = ROOT_INO

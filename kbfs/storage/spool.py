@@ -51,12 +51,19 @@ class PendingFile:
     permanent: bool = False  # the server refuses these bytes for good: recover, don't retry
     created: float = field(default_factory=time.time)
     # Left by an earlier mount (a crash): before it is uploaded, the server is checked for a
-    # newer version of the file made meanwhile (see Saving._check_conflict).
+    # newer version of the file made meanwhile (see Uploader._check_conflict).
     from_earlier_mount: bool = False
 
     @property
     def dirty(self) -> bool:
         return self.version != self.uploaded_version
+
+    def size_or_zero(self) -> int:
+        """The content's size, 0 if its data file is gone (for log lines and status)."""
+        try:
+            return self.size()
+        except OSError:
+            return 0
 
     def size(self) -> int:
         return self.path.stat().st_size

@@ -1,9 +1,10 @@
-"""What the server last said about each directory, and this mount's changes since.
+"""One file directory as this mount sees it: the server's records, and this mount's changes.
 
-A listing is cached for the directory TTL and refreshed by one call (or one batch); while a
-refresh is in flight this mount may change the directory itself, so each file directory keeps a
-numbered journal of its own changes and replays the ones a late answer could not have seen.
-Pure data with no I/O: the vfs decides when to fetch.
+The server's records arrive as listings (``apply_fetch``); while a listing is in flight this
+mount may change the directory itself, so each file directory keeps a numbered journal of its
+own changes and replays the ones a late answer could not have seen. ``entries`` and ``local``
+are what the directory shows; ``kbfs.namespace.tree`` builds them and is the only code that
+changes any of these fields. Pure data: no I/O, no trio.
 """
 
 from __future__ import annotations
@@ -11,22 +12,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import trio
+from kbfs.client.models import FileRecord
 
-from kbfs.client.models import FileRecord, Project, Task
-
-
-@dataclass(eq=False)
-class Listing:
-    """A cached server listing with its fetch time and a lock that shares refreshes."""
-
-    fetched_at: float = -1e18
-    lock: trio.Lock = field(default_factory=trio.Lock)
-    failing: bool = False  # the last refresh failed: the cached listing is shown as it was
+# One lost create: (name, wall-clock time sent, size, sha256 or None).
+LostEntry = tuple[str, float, int, str | None]
 
 
 @dataclass(eq=False)
-class ContainerDir(Listing):
+class ContainerDir:
     records: dict[int, FileRecord] = field(default_factory=dict)
     entries: dict[str, int] = field(default_factory=dict)  # from the server listing
     local: dict[str, int] = field(default_factory=dict)  # files that exist only here
@@ -39,7 +32,7 @@ class ContainerDir(Listing):
     doomed: set[tuple[object, ...]] = field(default_factory=set)  # file_key()s
     # Creates whose answer was lost (name, time sent, size, sha256 or None): they may have
     # made a file. Resolved before the next upload of that name, or swept by the retry loop.
-    lost: list[tuple[str, float, int, str | None]] = field(default_factory=list)
+    lost: list[LostEntry] = field(default_factory=list)
     ours: set[tuple[object, ...]] = field(default_factory=set)  # versions we uploaded
     # This mount's own changes, numbered: a listing requested before a change and answered
     # after it must not undo it (an upload vanishing, a removed file coming back).
@@ -71,14 +64,3 @@ class ContainerDir(Listing):
                 self.records.pop(file_id, None)
             else:
                 self.records[file_id] = record
-
-
-@dataclass(eq=False)
-class TaskList(Listing):
-    tasks: dict[int, Task] = field(default_factory=dict)
-
-
-@dataclass(eq=False)
-class ProjectList(Listing):
-    projects: dict[int, Project] = field(default_factory=dict)
-    read_only: set[int] = field(default_factory=set)

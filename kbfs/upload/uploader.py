@@ -1,0 +1,458 @@
+"""One upload: from the spool to a confirmed server record, then the superseded versions go.
+
+The rules are in SEMANTICS.md ("Writing", "Durability"), the locking in
+docs/notes/upload-concurrency.md. The invariants that matter most: a new version is confirmed
+before the one it replaces is removed; bytes leave the spool only once the server has them or
+has refused them for good; a create whose answer was lost is looked for before anything is
+sent again; uploads of one name to one directory never overlap (API-FACTS §7).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import trio
+
+from kbfs.client.errors import (
+    AuthenticationError,
+    KanboardError,
+    NotFound,
+    PermissionDenied,
+    Rejected,
+    RpcError,
+    ServerError,
+    SourceError,
+    TransportError,
+)
+from kbfs.client.models import Container, FileRecord
+from kbfs.client.protocol import KanboardAPI
+from kbfs.errors import Conflict, ContentUnstorable, FsError, UploadFailed, to_errno
+from kbfs.namespace.names import image_problem
+from kbfs.namespace.nodes import Node, id_text, is_doomed, same_file
+from kbfs.namespace.tree import Namespace, Placed
+from kbfs.remote.refresher import Refresher
+from kbfs.storage.contentcache import ContentCache
+from kbfs.storage.spool import PendingFile, Spool
+from kbfs.upload.journal import CleanupQueue
+from kbfs.upload.lost import LostCreates
+
+log = logging.getLogger(__name__)
+
+# Answered by the server: nothing was created, so there is no lost attempt to remember.
+_ANSWERED = (AuthenticationError, PermissionDenied, Rejected, RpcError, SourceError)
+
+
+class Uploader:
+    """Uploads, removals of what they supersede, and the locks that order them.
+
+    State it owns: the per-name upload locks, the count of uploads in flight, the cleanup
+    queue (``queue``) and the lost-create bookkeeping (``lost``), and its counters.
+    """
+
+    def __init__(
+        self,
+        client: KanboardAPI,
+        namespace: Namespace,
+        spool: Spool,
+        content: ContentCache,
+        refresher: Refresher,
+        clock: Callable[[], float],
+    ) -> None:
+        self.client = client
+        self.ns = namespace
+        self.spool = spool
+        self.content = content
+        self.refresher = refresher
+        self.clock = clock
+        self.queue = CleanupQueue(spool, namespace)
+        self.lost = LostCreates(client, namespace, self.queue)
+        self.uploads = 0
+        self.failures = 0
+        self.removals = 0
+        self._name_locks: dict[tuple[Container, str], trio.Lock] = {}
+        self._in_flight = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    # ------------------------------------------------------------------ locks
+
+    def name_lock(self, container: Container, name: str) -> trio.Lock:
+        key = (container, name)
+        lock = self._name_locks.get(key)
+        if lock is None:
+            lock = self._name_locks[key] = trio.Lock()
+        return lock
+
+    def busy(self) -> bool:
+        """Whether an upload or a rename holds nodes across an await right now."""
+        return bool(self._in_flight) or any(lock.locked() for lock in self._name_locks.values())
+
+    def drop_idle_locks(self) -> None:
+        """Forget the per-name locks (one per name ever uploaded would pile up). Only when
+        ``busy()`` is False: then none is held, and none is about to be (an upload counts
+        itself in flight before it takes one; the sweep takes its lock without awaiting)."""
+        self._name_locks.clear()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        with trio.move_on_after(timeout):
+            await self._idle.wait()
+            return True
+        return False
+
+    async def waited_for_upload(self, node: Node) -> bool:
+        """If an upload of ``node`` is under way, wait for it to end and say so: it changes
+        what names show, so the caller (rm, mv) must look at them again."""
+        pending = node.pending
+        if pending is None or not pending.lock.locked():
+            return False
+        async with pending.lock:
+            pass
+        return True
+
+    # ------------------------------------------------------------------ local content
+
+    async def open_for_change(self, node: Node, *, truncate: bool) -> PendingFile:
+        """Give ``node`` local content to change: copy-on-open, or empty for O_TRUNC."""
+        if node.pending is not None:
+            if truncate:
+                async with node.pending.lock:
+                    os.truncate(node.pending.path, 0)
+                    node.pending.touch()
+            return node.pending
+        initial = None
+        if not truncate and node.record is not None:
+            initial = await self.content.ensure(node.container, node.record)
+        pending = self.spool.create(node.container, node.name, node.record, initial)
+        if truncate and node.record is not None and node.record.size > 0:
+            pending.touch()  # emptying a non-empty file is a change
+        elif node.record is not None:
+            pending.uploaded_version = pending.version  # same content as the server's
+        self.ns.set_pending(node, pending)
+        return pending
+
+    def settle(self, node: Node) -> None:
+        """Drop local content that is no longer needed once the last handle is closed."""
+        pending = node.pending
+        if pending is None:
+            return
+        if node.discarded:
+            self.spool.discard(pending)
+            self.ns.set_pending(node, None)
+        elif not pending.dirty and node.record is not None:
+            data = self.spool.release_data(pending)
+            self.content.adopt(node.record, data)
+            self.ns.set_pending(node, None)
+
+    # ------------------------------------------------------------------ uploading
+
+    async def upload(self, node: Node) -> None:
+        """Send a dirty file's content with create*File; then drop the version it replaces.
+
+        Order matters: the new file is created and confirmed (get*File) before the old one is
+        removed, so a failure at any point leaves at least one complete copy on the server.
+        On failure the bytes stay in the spool (fsync'ed, with what they are for) and
+        UploadFailed (errno from the cause) propagates to close().
+        """
+        pending = node.pending
+        if pending is None:
+            return
+        container = node.container
+        server_name = self.ns.server_name(node)
+        if self._in_flight == 0:
+            self._idle = trio.Event()
+        self._in_flight += 1
+        try:
+            async with self.name_lock(container, server_name), pending.lock:
+                sent = await self._send_locked(node, pending, container, server_name)
+            if sent is None:
+                return
+            await self._remove_superseded(node, *sent)
+            if node.open_handles == 0:
+                self.settle(node)  # a background upload: nobody will close this file
+        except Exception as exc:
+            self._failed(node, pending, container, server_name, exc)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _send_locked(
+        self, node: Node, pending: PendingFile, container: Container, server_name: str
+    ) -> tuple[list[Placed], set[tuple[Container, int]]] | None:
+        """The upload under its locks; what it superseded (and which of those the listing
+        still showed), or None if nothing was sent."""
+        if not pending.dirty or node.discarded:
+            return None  # saved meanwhile, or removed by the user: nothing to send
+        size = pending.size()
+        if size == 0:
+            log.info("%s is empty: kept in this mount only", self.ns.path_of(node))
+            self.spool.sync(pending)
+            return None
+        if self.ns.is_scratch(node):
+            self.spool.sync(pending)
+            return None  # a scratch file: never uploaded (see DEFAULT_LOCAL_NAMES)
+        _check_storable(pending, server_name, size)
+        version = pending.version
+        record = await self.lost.resolve(node, container, server_name, size)
+        if record is None and pending.from_earlier_mount:
+            await self._check_conflict(node, container, server_name)
+        if record is None:
+            record = await self._create(node, pending, container, server_name, size)
+        pending.uploaded_version = version
+        pending.last_error = None
+        pending.failures = 0
+        old = node.record
+        # Versions the latest listing still shows can be removed by id at once; any other
+        # may be gone already and its id reused by another file (§7): check it first.
+        listed = {
+            (c, r.id)
+            for c, r in [(container, old), *node.stale]
+            if r is not None and self.ns.listed(c, r)
+        }
+        self.ns.attach_upload(node, record, old)
+        self.uploads += 1
+        log.info(
+            "uploaded %s (%d bytes, inode %d) as file %d",
+            self.ns.path_of(node),
+            size,
+            node.ino,
+            record.id,
+        )
+        replaced = [(container, old)] if old is not None else []
+        replaced += self.ns.take_stale(node)
+        replaced += self.ns.unhide(container, server_name)
+        replaced = [(c, r) for c, r in replaced if not (c == container and r.id == record.id)]
+        if replaced:
+            # Written down before the spool entry goes: a crash before the removals must not
+            # leave the old versions behind as duplicates.
+            self.queue.begin(replaced)
+        if not pending.dirty:
+            self.spool.release_data(pending)  # the description is no longer needed
+        return replaced, listed
+
+    async def _create(
+        self, node: Node, pending: PendingFile, container: Container, name: str, size: int
+    ) -> FileRecord:
+        """create*File, written down before sending (a crash mid-request leaves a trace);
+        a create whose answer may have been lost is remembered as such."""
+        attempt = (time.time(), size, None)
+        pending.lost.append(attempt)
+        self.spool.describe(pending, container, name, node.record, node.stale)
+        try:
+            with open(pending.path, "rb") as source:
+                new_id = await self.client.create_file(container, name, source, size)
+        except _ANSWERED:
+            pending.lost.remove(attempt)  # answered: nothing was created
+            raise
+        except TransportError as exc:
+            pending.lost.remove(attempt)
+            if exc.request_sent:
+                await self.lost.note(pending, container, name, attempt)
+            raise
+        except Exception:
+            # A 500, a garbled answer: the file may exist. Remember what was sent.
+            pending.lost.remove(attempt)
+            await self.lost.note(pending, container, name, attempt)
+            raise
+        pending.lost.remove(attempt)
+        return await self._confirm(container, new_id, name, size)
+
+    async def _remove_superseded(
+        self, node: Node, replaced: list[Placed], listed: set[tuple[Container, int]]
+    ) -> None:
+        try:
+            for where, stale in replaced:
+                await self.remove_replaced(
+                    where, stale, node, verify=(where, stale.id) not in listed
+                )
+        finally:
+            self.queue.end(replaced)  # removed now, or queued
+        if replaced:
+            self.queue.save()
+
+    def _failed(
+        self,
+        node: Node,
+        pending: PendingFile,
+        container: Container,
+        server_name: str,
+        exc: Exception,
+    ) -> None:
+        """Keep the bytes and what they are for, schedule the retry, raise UploadFailed."""
+        self.failures += 1
+        pending.last_error = str(exc)
+        pending.failures += 1
+        pending.next_retry = self.clock() + min(30.0, 2.0 * 2**pending.failures)
+        pending.permanent = _is_permanent(exc, pending.failures)
+        try:
+            self.spool.describe(pending, container, server_name, node.record, node.stale)
+            self.spool.sync(pending)
+        except OSError as disk:
+            log.error("could not record the spool entry of %s: %s", pending.path, disk)
+        log.error(
+            "upload of %s failed: %s; the %d bytes are kept in %s",
+            self.ns.path_of(node),
+            exc,
+            pending.size_or_zero(),
+            pending.path,
+        )
+        raise UploadFailed(str(exc), to_errno(exc)) from exc
+
+    async def _check_conflict(self, node: Node, container: Container, name: str) -> None:
+        """Before the first upload of content a crashed mount left behind: if the server now
+        holds a version of that name made after the content was last written (a move that
+        completed just before the crash, another client), uploading would add a duplicate or
+        overwrite the newer version. The content goes to the recovery folder instead."""
+        pending = node.pending
+        assert pending is not None
+        written = int(pending.path.stat().st_mtime)
+        replaces = node.record.id if node.record is not None else None
+        records = await self.client.list_files(container)
+        doomed = self.ns.directory(container).doomed  # superseded, or a lost attempt's copy
+        newer = [
+            r
+            for r in records
+            if r.name == name
+            and r.id != replaces
+            and r.date >= written
+            and not is_doomed(doomed, r)
+        ]
+        if newer:
+            raise Conflict(
+                f"{name} was replaced on the server (file {newer[0].id}) after this version"
+                " was written, before the mount that held it stopped"
+            )
+        pending.from_earlier_mount = False
+
+    async def _confirm(
+        self, container: Container, file_id: int, name: str, size: int
+    ) -> FileRecord:
+        """The new file's server record: one get*File call, never a re-listing."""
+        try:
+            record = await self.client.get_file(container, file_id)
+        except KanboardError as exc:
+            log.warning("file %d was uploaded but could not be read back: %s", file_id, exc)
+            record = FileRecord(
+                kind=container.kind,
+                id=file_id,
+                name=name,
+                size=size,
+                date=int(time.time()),
+                is_image=False,
+                path="",
+                etag=None,
+                project_id=container.project_id if container.task_id is None else None,
+                task_id=container.task_id,
+                user_id=0,
+            )
+        if record.size != size:
+            log.warning(
+                "file %d: server reports %d bytes, %d were sent (same-second name collision?)",
+                file_id,
+                record.size,
+                size,
+            )
+        return record
+
+    # ------------------------------------------------------------------ removing
+
+    async def remove_remote(self, container: Container, record: FileRecord) -> None:
+        """remove*File, and when its answer says nothing certain, look at the file itself.
+
+        ``false`` means "no such file" or a storage error; a lost or garbled answer may hide a
+        removal that happened. Either way get*File tells: gone (or the id now names another
+        file) is success, still there is EIO.
+        """
+        try:
+            await self.client.remove_file(container, record.id)
+            return
+        except (AuthenticationError, PermissionDenied):
+            raise
+        except TransportError as exc:
+            if not exc.request_sent:
+                raise
+            failure: KanboardError = exc
+        except KanboardError as exc:
+            failure = exc
+        try:
+            current = await self.client.get_file(container, record.id)
+        except NotFound:
+            return  # gone: the unlink's goal is met
+        if record.path and current.version_key != record.version_key:
+            return  # the id now belongs to another file; ours is gone
+        if isinstance(failure, NotFound):
+            raise FsError(f"the server refused to remove file {record.id}", errno.EIO)
+        raise failure
+
+    async def remove_replaced(
+        self, container: Container, old: FileRecord, node: Node | None, *, verify: bool = False
+    ) -> bool:
+        """Remove a server version that a confirmed upload has superseded; True once it is
+        gone (removed now, or no longer that file), False if its removal is queued.
+
+        If that fails, the new content is safe anyway; the old version stays hidden and its
+        removal is retried in the background (after checking it is still the same file).
+        """
+        try:
+            if verify or not old.path or self.queue.needs_check(old):
+                # Known only from a spool entry, or queued a while ago: the id may have been
+                # reused since (API-FACTS §7), so remove it only if it is still that file.
+                try:
+                    current = await self.client.get_file(container, old.id)
+                except NotFound:
+                    current = None
+                if current is None or not same_file(current, old):
+                    log.debug(
+                        "superseded %s file %d (%r) is gone already%s",
+                        old.kind.value,
+                        old.id,
+                        old.name,
+                        "" if current is None else " (the id now names another file)",
+                    )
+                    self.ns.forget_record(container, old)
+                    return True
+            await self.remove_remote(container, old)
+            self.removals += 1
+            log.debug("removed superseded %s file %d (%r)", old.kind.value, old.id, old.name)
+        except KanboardError as exc:
+            log.warning(
+                "%s: the superseded file %d could not be removed yet (%s); will retry",
+                self.ns.path_of(node) if node is not None else container,
+                old.id,
+                exc,
+            )
+            self.queue.queue(container, old)
+            self.refresher.invalidate(container)
+            return False
+        self.ns.forget_record(container, old)
+        return True
+
+    def describe(self, node: Node) -> str:
+        return f"{self.ns.path_of(node)} (inode {node.ino}, file {id_text(node.record)})"
+
+
+def _check_storable(pending: PendingFile, server_name: str, size: int) -> None:
+    """Refuse, before sending, content Kanboard cannot hold under this name."""
+    if size == 1 and pending.path.read_bytes() == b"0":
+        raise ContentUnstorable("Kanboard cannot store a file whose whole content is '0'")
+    with open(pending.path, "rb") as head:
+        problem = image_problem(server_name, head.read(16))
+    if problem is not None:
+        raise ContentUnstorable(problem)
+
+
+def _is_permanent(exc: BaseException, failures: int) -> bool:
+    """Whether retrying an upload cannot help: the bytes go to the recovery folder instead."""
+    if isinstance(exc, UploadFailed) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, ContentUnstorable | Conflict | Rejected | PermissionDenied):
+        return True
+    if isinstance(exc, AuthenticationError):
+        return False  # a token can be fixed; keep the bytes queued
+    # HTTP 500 for the same bytes again and again: an image name on non-image content, or a
+    # body larger than the server takes (API-FACTS §8, §9).
+    return isinstance(exc, ServerError) and failures >= 3
