@@ -1,7 +1,8 @@
 """Command line: ``kbfs mount | umount | status | clear | demo | server | install-helper``.
 
 Argument parsing and process plumbing only (daemonizing, logging set-up, exit codes); the mount
-itself is ``kbfs.mount``. Errors a person can act on end as one line on stderr and exit 1.
+itself is ``kbfs.mount``, and ``status`` and ``clear`` reach a running one through
+``kbfs.control``. Errors a person can act on end as one line on stderr and exit 1.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ def cmd_umount(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from kbfs import status
+    from kbfs.control import status
 
     found = list(status.iter_found())
     if args.mountpoint:
@@ -271,7 +272,7 @@ def _container_label(rel: list[str]) -> str | None:
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
-    from kbfs import status
+    from kbfs.control import status
 
     path = Path(args.dir).expanduser().absolute()
     entry = status.mount_containing(path)

@@ -11,7 +11,15 @@ only place where either becomes a number the kernel sees, so every mapping decis
     client Rejected                EIO      (create*File answered false)
     client TransportError/Timeout  EIO      (server unreachable; bounded by the timeout)
     client ServerError/Protocol/Rpc EIO
+    OSError, local resource errno  its own  (ENOSPC, EDQUOT, EFBIG, EROFS, EMFILE, ENFILE,
+                                            ENOMEM: see LOCAL_RESOURCE_ERRNOS)
     anything else                  EIO      (and a traceback in the log)
+
+Every row but the last is an expected condition (``is_expected``): logged as one warning line.
+The last is a bug until shown otherwise, so it gets a traceback, and its errno is EIO whatever
+the exception carries: a stray ``OSError`` from some internal file (EACCES on the spool, ENOENT
+of a cache file) describes kbfs's own state, and passed on it would tell the writer something
+false about the file it is writing.
 """
 
 from __future__ import annotations
@@ -93,6 +101,26 @@ class UploadFailed(FsError):
     """An upload failed; the bytes stay in the spool. errno comes from the cause."""
 
 
+LOCAL_RESOURCE_ERRNOS: frozenset[int] = frozenset(
+    {
+        errno.ENOSPC,  # the spool's or the cache's disk is full
+        errno.EDQUOT,  # the mounting user's quota there is used up
+        errno.EFBIG,  # larger than that file system (or RLIMIT_FSIZE) allows
+        errno.EROFS,  # that file system was remounted read-only (e.g. after disk errors)
+        errno.EMFILE,  # this process is out of file descriptors
+        errno.ENFILE,  # the machine is
+        errno.ENOMEM,  # the kernel could not allocate (an mmap, a pipe buffer)
+    }
+)
+"""OSError numbers kbfs passes on unchanged: the machine ran out of something, not kbfs.
+
+Each means the same to the writer as on a local file system (``cp`` says "No space left on
+device", and freeing space and retrying is the remedy), while EIO would read as a fault of the
+server or the file. All are conditions of the environment that happen in normal operation, so
+they are expected (a warning, no traceback). ENOMEM is in: it is the kernel's answer, not a
+Python ``MemoryError``, and nothing about it points at a bug in kbfs either.
+"""
+
 _CLIENT_ERRNO: list[tuple[type[BaseException], int]] = [
     (ce.AuthenticationError, errno.EACCES),
     (ce.PermissionDenied, errno.EACCES),
@@ -112,11 +140,20 @@ def to_errno(exc: BaseException) -> int:
     for cls, number in _CLIENT_ERRNO:
         if isinstance(exc, cls):
             return number
-    if isinstance(exc, OSError) and exc.errno:
-        return exc.errno
-    return errno.EIO
+    local = _local_resource_errno(exc)
+    return errno.EIO if local is None else local
 
 
 def is_expected(exc: BaseException) -> bool:
-    """Whether ``exc`` is a known condition (logged briefly) rather than a bug (traceback)."""
-    return isinstance(exc, FsError | ce.KanboardError)
+    """Whether ``exc`` is a known condition (logged briefly) rather than a bug (traceback).
+
+    Exactly the named rows of the table above: ``to_errno`` answers EIO for everything else,
+    so a caller never has to second-guess the number it got.
+    """
+    return isinstance(exc, FsError | ce.KanboardError) or _local_resource_errno(exc) is not None
+
+
+def _local_resource_errno(exc: BaseException) -> int | None:
+    if isinstance(exc, OSError) and exc.errno in LOCAL_RESOURCE_ERRNOS:
+        return exc.errno
+    return None

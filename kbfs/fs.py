@@ -2,7 +2,8 @@
 
 Every handler is wrapped by ``fuse_errors``: pyfuse3 lets only ``FUSEError`` leave a handler
 (anything else ends ``pyfuse3.main()`` and kills the mount), so every other exception is turned
-into an errno here, logged (with a traceback when it is not an expected condition), and counted.
+into an errno here (by ``kbfs.errors``, which alone decides which errno and whether the
+condition is expected), logged (with a traceback when it is not expected), and counted.
 
 Kernel caching is chosen here: entries and attributes are cached for ``attr_timeout`` (small but
 not zero: zero makes every ``stat`` a round trip, and Linux misbehaves at exactly zero). No
@@ -42,7 +43,10 @@ error_counts: Counter[str] = Counter()
 
 
 def fuse_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Let only FUSEError out of a handler; log and map everything else (EIO if unknown)."""
+    """Let only FUSEError out of a handler; log and map everything else with ``to_errno``.
+
+    A full spool disk during a write thus reaches the writer as ENOSPC, a bug as EIO.
+    """
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -58,8 +62,12 @@ def fuse_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             elif is_expected(exc):
                 log.warning("%s: %s (%s)", fn.__name__, exc, errno.errorcode.get(number, number))
             else:
-                log.error("%s failed unexpectedly; answering EIO", fn.__name__, exc_info=True)
-                number = errno.EIO
+                log.error(
+                    "%s failed unexpectedly; answering %s",
+                    fn.__name__,
+                    errno.errorcode.get(number, number),
+                    exc_info=True,
+                )
             raise pyfuse3.FUSEError(number) from None
 
     return wrapper

@@ -1,42 +1,36 @@
 """The mount's lifecycle: check the server, build the layers, serve, stop cleanly.
 
-This is the composition root for a mount and the only module that holds a nursery. Stopping
-(SIGTERM, SIGINT, SIGHUP) first waits a bounded time for uploads in flight, then ends the FUSE
-loop and unmounts; an external ``fusermount3 -u`` or ``umount`` ends the loop by itself.
+This is the composition root for a mount and holds its one nursery: every long-lived task of
+the mount runs in it, so one stop ends them all. Stopping (SIGTERM, SIGINT, SIGHUP) first waits
+a bounded time for uploads in flight, then ends the FUSE loop and unmounts; an external
+``fusermount3 -u`` or ``umount`` ends the loop by itself.
 
-Besides the FUSE loop the nursery runs the status publisher (a JSON snapshot that
-``kbfs status`` reads, see ``kbfs.status``) and the control socket through which
-``kbfs clear`` asks this process, which already holds the credentials and the directory cache,
-to empty a directory. Under systemd it reports READY=1 / STOPPING=1 (``kbfs.sdnotify``).
+Besides the FUSE loop the nursery runs the status publisher (``kbfs.control.publisher``: the
+JSON snapshot that ``kbfs status`` reads and the control socket ``kbfs clear`` talks to),
+started with ``nursery.start`` so the mount is reported ready only once the socket listens.
+Under systemd it reports READY=1 / STOPPING=1 (``kbfs.sdnotify``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import ipaddress
-import json
 import logging
 import os
 import signal
-import socket
-import struct
-import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import platformdirs
 import pyfuse3
 import trio
 
 from kbfs import sdnotify
-from kbfs import status as status_mod
-from kbfs.clearing import clear_directory
 from kbfs.client.api import Credentials, KanboardClient
+from kbfs.control.publisher import StatusPublisher
 from kbfs.fs import Operations, error_counts
 from kbfs.namespace.names import DEFAULT_LOCAL_NAMES
 from kbfs.options import MountOptions
@@ -182,7 +176,13 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
             spool,
         )
         ops = Operations(vfs, attr_timeout=options.attr_timeout, xattrs=options.xattr)
-        publisher = StatusPublisher(request, vfs)
+        publisher = StatusPublisher(
+            vfs,
+            mountpoint=request.mountpoint,
+            options=options,
+            user=request.credentials.username,
+            error_counts=error_counts,
+        )
         pyfuse3.init(ops, str(request.mountpoint), fuse_options(options))
         log.info("mounted %s at %s", client.endpoint, request.mountpoint)
         try:
@@ -191,9 +191,7 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
                 await nursery.start(content.run)
                 await nursery.start(vfs.run)
                 nursery.start_soon(_tune_read_ahead, request.mountpoint)
-                if publisher.enabled:
-                    await nursery.start(publisher.serve_control)
-                    nursery.start_soon(publisher.run)
+                await nursery.start(publisher.run)
                 on_ready()
                 sdnotify.ready(f"mounted {client.endpoint} at {request.mountpoint}")
                 await pyfuse3.main()
@@ -223,125 +221,3 @@ async def _stop_on_signal(vfs: Vfs) -> None:
                 log.warning("uploads still running after the grace period; stopping anyway")
             pyfuse3.terminate()
             return
-
-
-class StatusPublisher:
-    """The status file and the control socket of one mount (see ``kbfs.status``).
-
-    Both live in a 0700 runtime dir; the socket additionally checks the caller's uid
-    (SO_PEERCRED): only the mounting user and root may ask this process to remove files.
-    Neither ever carries the secret. If the runtime dir cannot be used, the mount still works;
-    ``kbfs status`` then says no status was published.
-    """
-
-    def __init__(self, request: MountRequest, vfs: Vfs) -> None:
-        self.request = request
-        self.vfs = vfs
-        self.started = time.time()
-        mountpoint = str(request.mountpoint)
-        base = Path("/nonexistent")
-        try:
-            base = status_mod.ensure_private_dir(status_mod.runtime_dir())
-            status_mod.sweep_stale(base)
-            self.enabled = True
-        except OSError as exc:
-            log.warning("no status file for kbfs status: %s", exc)
-            self.enabled = False
-        self.status_file = status_mod.status_path(mountpoint, base)
-        self.control_file = status_mod.control_path(mountpoint, base)
-
-    def snapshot(self) -> dict[str, Any]:
-        options = self.request.options
-        return {
-            "pid": os.getpid(),
-            "uid": os.getuid(),
-            "mountpoint": str(self.request.mountpoint),
-            "url": self.vfs.client.endpoint,
-            "user": self.request.credentials.username,
-            "read_only": options.read_only,
-            "dir_cache_ttl": options.dir_cache_ttl,
-            "started": self.started,
-            "updated": time.time(),
-            "control": str(self.control_file),
-            "vfs": self.vfs.status(),
-            # Requests answered with an error, by operation (ENOENT of lookups not counted).
-            "errors": dict(error_counts),
-        }
-
-    def write(self) -> None:
-        try:
-            status_mod.write_json_atomic(self.status_file, self.snapshot())
-        except OSError as exc:
-            log.warning("cannot write %s: %s", self.status_file, exc)
-
-    async def run(self) -> None:
-        """Rewrite the snapshot every few seconds; tell systemd when the backlog changes."""
-        last_pending = -1
-        while True:
-            self.write()
-            pending = len(self.vfs.pending_files())
-            if pending != last_pending:
-                sdnotify.status(
-                    f"mounted at {self.request.mountpoint}"
-                    + (f"; {pending} file(s) not uploaded" if pending else "")
-                )
-                last_pending = pending
-            await trio.sleep(status_mod.STATUS_INTERVAL)
-
-    def close(self) -> None:
-        """At exit both files go: a snapshot of an unmounted mount would only mislead."""
-        if not self.enabled:
-            return
-        for path in (self.status_file, self.control_file):
-            with contextlib.suppress(OSError):
-                path.unlink()
-
-    async def serve_control(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.control_file.unlink()  # left by a process that was killed
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            await sock.bind(str(self.control_file))
-            os.chmod(self.control_file, 0o600)
-            sock.listen(8)
-        except OSError as exc:
-            sock.close()
-            log.warning("no control socket for kbfs clear: %s", exc)
-            task_status.started()
-            return
-        task_status.started()
-        await trio.serve_listeners(self._handle, [trio.SocketListener(sock)])
-
-    async def _handle(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            try:
-                answer = await self._answer(stream)
-            except Exception as exc:  # one bad request must not end the mount
-                log.exception("control request failed unexpectedly")
-                answer = {"error": f"internal error: {exc.__class__.__name__}"}
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(json.dumps(answer).encode() + b"\n")
-
-    async def _answer(self, stream: trio.SocketStream) -> dict[str, Any]:
-        creds = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-        _pid, uid, _gid = struct.unpack("3i", creds)
-        if uid not in (0, os.getuid()):
-            return {"error": "only the user who mounted it (or root) may do this"}
-        data = b""
-        with trio.move_on_after(10):
-            while not data.endswith(b"\n") and len(data) < 65536:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    break
-                data += chunk
-        try:
-            request = json.loads(data)
-        except ValueError:
-            return {"error": "garbled request"}
-        if not isinstance(request, dict):
-            return {"error": "garbled request"}
-        if request.get("op") == "status":
-            return self.snapshot()
-        if request.get("op") == "clear":
-            return await clear_directory(self.vfs, str(request.get("path", "")))
-        return {"error": f"unknown request {request.get('op')!r}"}

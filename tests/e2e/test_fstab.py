@@ -72,7 +72,7 @@ def _opts(kb, tmp_path: Path, *extra: str) -> str:  # type: ignore[no-untyped-de
 
 
 def _daemon_pid(mp: Path) -> int:
-    from kbfs import status
+    from kbfs.control import status
 
     entry = status.mount_containing(mp)
     assert entry is not None

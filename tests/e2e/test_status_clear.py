@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kbfs import status
+from kbfs.control import status
 from tests.e2e.helpers import Mounter, run
 
 

@@ -1,8 +1,8 @@
 """``kbfs clear``: empty one file directory with a single removeAll* call.
 
-The mount process does it (asked over its control socket, see kbfs.mount): it already holds the
-credentials and the directory's cached listing, and it knows which files still wait for their
-upload.
+The mount process does it (asked over its control socket, see ``kbfs.control.publisher``): it
+already holds the credentials and the directory's cached listing, and it knows which files
+still wait for their upload.
 """
 
 from __future__ import annotations

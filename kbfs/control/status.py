@@ -1,9 +1,11 @@
 """Where a running mount publishes its state, and how ``kbfs status`` / ``kbfs clear`` find it.
 
-Each mount daemon writes a JSON snapshot (``<runtime dir>/<key>.json``, rewritten every few
-seconds and at exit, atomically, mode 0600, never holding the token) and listens on a control
-socket next to it (``<key>.sock``). ``key`` is derived from the mount point, so any process
-that knows a mount point, e.g. from /proc/self/mountinfo, finds both without a registry.
+Each mount daemon (``kbfs.control.publisher``) writes a JSON snapshot
+(``<runtime dir>/<key>.json``, rewritten every few seconds, atomically, mode 0600, never
+holding the token; removed at exit) and listens on a control socket next to it
+(``<key>.sock``). ``key`` is derived from the mount point, so any process that knows a mount
+point, e.g. from /proc/self/mountinfo, finds both without a registry. This module is the
+reading side and the helpers both sides share; it imports nothing of the filesystem layers.
 
 The runtime dir is ``$XDG_RUNTIME_DIR/kbfs`` for a user session, ``/run/kbfs`` for root
 without one (fstab, systemd), else a private ``/tmp/kbfs-UID``. ``kbfs status`` looks in all
