@@ -19,8 +19,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kbfs import __version__
+from kbfs.helperargv import run_helper
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # argparse keeps the type of what add_subparsers() returns private.
+    _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 log = logging.getLogger("kbfs")
 
@@ -428,7 +436,7 @@ def cmd_server(rest: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    raw = argparse.RawDescriptionHelpFormatter
+    """The ``kbfs`` command line; ``server`` passes its arguments on unparsed (see main)."""
     # -v/--log-level work before or after the command; SUPPRESS keeps a subcommand's absent
     # flag from resetting what was given before it.
     common = argparse.ArgumentParser(add_help=False)
@@ -442,19 +450,38 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kbfs",
         description="Mount a Kanboard server's file attachments as a directory tree.",
         epilog=EXAMPLES_MAIN,
-        formatter_class=raw,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"kbfs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_mount, _add_umount, _add_status, _add_clear, _add_install_helper, _add_demo):
+        add(sub, common)
+    sub.add_parser(
+        "server",
+        help="run the built-in Kanboard-compatible server (see: kbfs server --help)",
+        add_help=False,
+    )
+    return parser
 
-    m = sub.add_parser(
+
+def _subcommand(
+    sub: _Subparsers, common: argparse.ArgumentParser, name: str, **kwargs: Any
+) -> argparse.ArgumentParser:
+    """A subcommand that shares -v/--log-level and keeps its examples' line breaks."""
+    return sub.add_parser(
+        name, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common], **kwargs
+    )
+
+
+def _add_mount(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
+    m = _subcommand(
+        sub,
+        common,
         "mount",
         help="mount a Kanboard server",
         description="Mount a Kanboard server (or a remote of the config file).",
         epilog=EXAMPLES_MOUNT,
-        formatter_class=raw,
-        parents=[common],
     )
     m.add_argument("url", metavar="SOURCE", help="Kanboard URL, or a remote name from the config")
     m.add_argument("mountpoint", metavar="MOUNTPOINT")
@@ -466,33 +493,35 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--log-file", help="log here (default in the background: the state dir)")
     m.set_defaults(func=cmd_mount)
 
-    u = sub.add_parser(
-        "umount",
-        help="unmount (same as fusermount3 -u)",
-        epilog=EXAMPLES_UMOUNT,
-        formatter_class=raw,
-        parents=[common],
+
+def _add_umount(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
+    u = _subcommand(
+        sub, common, "umount", help="unmount (same as fusermount3 -u)", epilog=EXAMPLES_UMOUNT
     )
     u.add_argument("mountpoint")
     u.set_defaults(func=cmd_umount)
 
-    st = sub.add_parser(
+
+def _add_status(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
+    st = _subcommand(
+        sub,
+        common,
         "status",
         help="show every kbfs mount: server, unsaved files, cache",
         epilog=EXAMPLES_STATUS,
-        formatter_class=raw,
-        parents=[common],
     )
     st.add_argument("mountpoint", nargs="?", help="only the mount holding this path")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
 
-    c = sub.add_parser(
+
+def _add_clear(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
+    c = _subcommand(
+        sub,
+        common,
         "clear",
         help="remove all attachments of a task or project (one call)",
         epilog=EXAMPLES_CLEAR,
-        formatter_class=raw,
-        parents=[common],
     )
     c.add_argument(
         "dir", metavar="DIR", help="MOUNT/projects/ID/files or MOUNT/projects/ID/tasks/ID"
@@ -500,35 +529,32 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     c.set_defaults(func=cmd_clear)
 
-    ih = sub.add_parser(
+
+def _add_install_helper(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
+    ih = _subcommand(
+        sub,
+        common,
         "install-helper",
         help="install the mount(8) helper /sbin/mount.fuse.kbfs (root)",
         epilog=EXAMPLES_INSTALL,
-        formatter_class=raw,
-        parents=[common],
     )
     ih.add_argument("--remove", action="store_true", help="remove what an earlier run installed")
     ih.add_argument("--sbin", default="/sbin", help="where mount(8) looks (default /sbin)")
     ih.add_argument("--bin", default="/usr/local/bin", help="where to put kbfs itself")
     ih.set_defaults(func=cmd_install_helper)
 
-    d = sub.add_parser(
+
+def _add_demo(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
+    d = _subcommand(
+        sub,
+        common,
         "demo",
         help="mount a built-in demo server with sample data",
         epilog="example:\n  kbfs demo /tmp/kb   # then, in another shell: ls -lR /tmp/kb/projects",
-        formatter_class=raw,
-        parents=[common],
     )
     d.add_argument("mountpoint", nargs="?", help="default: $XDG_RUNTIME_DIR/kbfs-demo or ~")
     d.add_argument("-o", action="append", metavar="OPT[,OPT...]", help="mount options")
     d.set_defaults(func=cmd_demo)
-
-    sub.add_parser(
-        "server",
-        help="run the built-in Kanboard-compatible server (see: kbfs server --help)",
-        add_help=False,
-    )
-    return parser
 
 
 COMMANDS = ("mount", "umount", "status", "clear", "demo", "server", "install-helper")
@@ -541,9 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) >= 2 and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         # mount.fuse3's convention (``mount -t fuse.kbfs`` without our helper installed):
         # it runs ``kbfs SOURCE MOUNTPOINT -o OPTIONS``.
-        from kbfs.mounthelper import main as helper_main
-
-        return helper_main(argv)
+        return run_helper(argv, main)
     args = build_parser().parse_args(argv)
     args.verbose = getattr(args, "verbose", 0)
     args.log_level = getattr(args, "log_level", None)

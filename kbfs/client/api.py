@@ -250,6 +250,23 @@ class KanboardClient:
             raise ProtocolError("role is not a string", method=method)
         return result
 
+    async def project_roles(self, project_ids: list[int], user_id: int) -> list[str | None]:
+        """The user's role in each project, in order, asked in ONE HTTP request (a batch).
+
+        A mount lists all projects at once and needs every role to know which are read-only;
+        one call per project would cost one round trip each.  Each answer is returned as sent
+        when it is a string (Kanboard's '' means no role) and None otherwise, including a call
+        that failed on its own.  Raises like :meth:`batch` when the batch fails as a whole; no
+        projects means no request.
+        """
+        if not project_ids:
+            return []
+        method = "getProjectUserRole"
+        results = await self.batch(
+            [(method, {"project_id": pid, "user_id": user_id}) for pid in project_ids]
+        )
+        return [role if isinstance(role, str) else None for role in results]
+
     def _tasks(self, value: Any, method: str) -> list[Task]:
         items = _list_result(value, method)
         try:

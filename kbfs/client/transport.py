@@ -577,6 +577,18 @@ class RpcTransport:
                 if out_size >= FLUSH_SIZE or (out_size >= FIRST_FLUSH_SIZE and not written[0]):
                     await flush()
 
+        add(self._last_download_piece(method, rid, head, decoder))
+        await flush()
+        return written[0]
+
+    def _last_download_piece(
+        self, method: str, rid: int, head: bytearray, decoder: JsonBase64Decoder | None
+    ) -> bytes:
+        """The file bytes still to write once the answer has been read, after checking it.
+
+        The envelope around the streamed string is only complete at the end, so an error object
+        or a wrong id is found here, before the last bytes reach the sink.
+        """
         if decoder is None:
             # An error object, false/null/"" or an odd but valid document: parse it whole.
             result = self.unwrap(method, self._parse_json(method, bytes(head)), rid)
@@ -586,20 +598,17 @@ class RpcTransport:
                 )
             if not isinstance(result, str):
                 raise ProtocolError("download result is not a string", method=method)
-            add(decode_whole(result))
-            await flush()
-            return written[0]
+            return decode_whole(result)
         if not decoder.done:
             raise ServerError("the response ended inside the file data", method=method)
-        add(decoder.finish())
+        last = decoder.finish()
         envelope = self._parse_json(method, bytes(head) + b'"' + decoder.tail)
         self.unwrap(method, envelope, rid)
         if decoder.base64_chars == 0:
             raise EmptyDownload(
                 "no file data (missing, not allowed or storage error)", method=method
             )
-        await flush()
-        return written[0]
+        return last
 
     async def upload(self, method: str, params: dict[str, Any], source: BinaryIO, size: int) -> Any:
         """Call a create* procedure with ``blob`` streamed from ``source``; the raw result.

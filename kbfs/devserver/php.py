@@ -15,6 +15,8 @@ __all__ = [
     "PhpTypeError",
     "base64_decode",
     "is_empty_content",
+    "loose_equals_int",
+    "php_int",
     "sql_id",
     "to_php_string",
     "valid_path_id",
@@ -51,6 +53,36 @@ def sql_id(value: Any) -> int | None:
             number = float(text)
             return int(number) if number.is_integer() else None
     return None
+
+
+def php_int(value: Any) -> int:
+    """PHP ``(int)$value``."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value == value and abs(value) < 2**63 else 0
+    if isinstance(value, str):
+        match = re.match(r"\s*[+-]?[0-9]+", value)
+        return int(match.group()) if match else 0
+    if isinstance(value, (list, dict)):
+        return 1 if value else 0
+    return 0
+
+
+def loose_equals_int(number: int, value: Any) -> bool:
+    """PHP 8 ``$number == $value`` for an int on the left."""
+    if isinstance(value, bool):
+        return bool(number) == value
+    if isinstance(value, (int, float)):
+        return number == value
+    if value is None:
+        return number == 0
+    if isinstance(value, str):
+        ident = sql_id(value)
+        return ident == number if ident is not None else str(number) == value
+    return False
 
 
 def valid_path_id(value: Any) -> int | None:

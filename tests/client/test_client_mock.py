@@ -255,6 +255,44 @@ async def test_misc_getters() -> None:
     assert "getMyProjects" in kb.methods()
 
 
+async def test_project_roles_is_one_request() -> None:
+    roles: dict[int, Any] = {1: "project-viewer", 2: "project-member", 3: "", 4: False}
+    bodies: list[Any] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        answers = []
+        for call in body:
+            assert call["method"] == "getProjectUserRole" and call["params"]["user_id"] == 7
+            pid = call["params"]["project_id"]
+            if pid in roles:
+                answers.append(envelope(roles[pid], call["id"]))
+            else:  # this call fails on its own; the others are still answered
+                error = {"code": -32603, "message": "Internal error"}
+                answers.append({"jsonrpc": "2.0", "error": error, "id": call["id"]})
+        return httpx.Response(200, json=answers[::-1])  # a batch may be answered in any order
+
+    async with client_for(handler) as client:
+        got = await client.project_roles([3, 1, 5, 2, 4], user_id=7)
+        assert got == ["", "project-viewer", None, "project-member", None]
+        assert await client.project_roles([], user_id=7) == []
+        assert client.statistics() == ClientStats(http_requests=1, calls={"getProjectUserRole": 5})
+    assert len(bodies) == 1
+    assert [c["params"]["project_id"] for c in bodies[0]] == [3, 1, 5, 2, 4]
+
+
+async def test_project_roles_raises_when_the_batch_fails() -> None:
+    def forbidden(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            403, json={"jsonrpc": "2.0", "error": {"code": 403, "message": "F"}, "id": None}
+        )
+
+    async with client_for(forbidden) as client:
+        with pytest.raises(PermissionDenied):
+            await client.project_roles([1, 2], user_id=7)
+
+
 async def test_get_all_tasks_any_status_is_one_request() -> None:
     def tasks(params: dict[str, Any]) -> list[dict[str, Any]]:
         ids = [4, 1] if params["status_id"] == 1 else [3]

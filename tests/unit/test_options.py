@@ -81,7 +81,7 @@ def test_log_level_is_checked() -> None:
 
 
 def test_mount_helper_argv() -> None:
-    from kbfs.mounthelper import UsageError, parse_argv
+    from kbfs.helperargv import UsageError, parse_argv
 
     pos, opts, flags = parse_argv(
         ["http://h/x", "/mnt/k", "-n", "-sv", "-o", "ro,uid=1", "-t", "fuse.kbfs", "-oumask=077"]
