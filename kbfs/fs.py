@@ -25,7 +25,7 @@ import itertools
 import logging
 import os
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
@@ -42,7 +42,9 @@ R = TypeVar("R")
 error_counts: Counter[str] = Counter()
 
 
-def fuse_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def fuse_errors(
+    fn: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
     """Let only FUSEError out of a handler; log and map everything else with ``to_errno``.
 
     A full spool disk during a write thus reaches the writer as ENOSPC, a bug as EIO.
@@ -270,7 +272,9 @@ class Operations(pyfuse3.Operations):
         return info, self._node_entry(handle.node)
 
     @fuse_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
+    async def read(  # type: ignore[override]  # pyfuse3 takes any buffer, not only bytes
+        self, fh: int, off: int, size: int
+    ) -> bytes | memoryview:
         return await self.vfs.read(fh, off, size)
 
     @fuse_errors

@@ -149,6 +149,6 @@ def parse_options(specs: list[str], base: MountOptions | None = None) -> MountOp
                     raise OptionError(f"unknown mount option {key!r}")
             except ValueError:
                 raise OptionError(f"bad value for mount option {key!r}: {value!r}") from None
-            if key in ("timeout",) and values["timeout"] == 0:  # type: ignore[comparison-overlap]
+            if key in ("timeout",) and values["timeout"] == 0:
                 raise OptionError("mount option 'timeout' must be greater than 0")
     return MountOptions(**values)  # type: ignore[arg-type]

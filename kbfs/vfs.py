@@ -278,10 +278,10 @@ class Vfs:
             ]
         if node.type is NodeType.TASKS_BY_TITLE:
             tasks = (await self.refresher.tasks(node.project_id)).tasks.values()
-            named = assign_names((t.id, t.title, t) for t in tasks)
+            titled = assign_names((t.id, t.title, t) for t in tasks)
             return [
                 (name, ns.link(("link", "task", t.id), node, name, f"../tasks/{t.id}"))
-                for name, t in named.items()
+                for name, t in titled.items()
             ]
         if node.type is NodeType.TASKS:
             listing = await self.refresher.tasks(node.project_id)

@@ -308,7 +308,7 @@ def ask_daemon(sock_path: str | os.PathLike[str], request: dict[str, Any], timeo
             sock.settimeout(timeout)
             sock.connect(os.fspath(sock_path))
             sock.sendall(json.dumps(request).encode() + b"\n")
-            chunks = []
+            chunks: list[bytes] = []
             while not chunks or not chunks[-1].endswith(b"\n"):
                 chunk = sock.recv(65536)
                 if not chunk:

@@ -21,7 +21,7 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -61,7 +61,7 @@ class StreamedAnswer:
     def __len__(self) -> int:
         return len(self.prefix) + self.content.encoded_length() + len(self.suffix)
 
-    def pieces(self) -> Iterator[bytes]:
+    def pieces(self) -> Generator[bytes, None, None]:
         yield self.prefix
         yield from self.content.encoded()
         yield self.suffix
@@ -207,6 +207,7 @@ class Dispatcher:
                 payload = parse_body(body)
             except _ParseError:
                 return Reply(200, dict(JSON_HEADERS), dumps(_PARSE_ERROR))
+            out: bytes | StreamedAnswer
             if not isinstance(payload, (dict, list)):
                 out = dumps(_PARSE_ERROR)
             elif isinstance(payload, list) and payload:

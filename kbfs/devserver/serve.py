@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from kbfs.devserver.faults import FaultPlan, Stats
 from kbfs.devserver.rpc import DROP, Dispatcher, StreamedAnswer
+from kbfs.devserver.attachments import FileKind
 from kbfs.devserver.sample import seed_sample_data
 from kbfs.devserver.store import Store
 
@@ -306,7 +307,7 @@ class DevServer:
             return {"ok": True}
         if action == "seed-files":
             # Test set-up only: many attachments at once (see Store.seed_files).
-            kind = "task" if data.get("task_id") is not None else "project"
+            kind: FileKind = "task" if data.get("task_id") is not None else "project"
             owner = int(data["task_id"] if kind == "task" else data["project_id"])
             count = int(data.get("count", 0))
             if not 0 < count <= 1_000_000:
