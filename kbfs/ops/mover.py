@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from kbfs.errors import Exists, InvalidArgument, IsADirectory, NoEntry, NotPermitted
+from kbfs.namespace import moves
 from kbfs.namespace.names import check_upload_name
 from kbfs.namespace.nodes import Node, NodeType, id_text
 from kbfs.namespace.tree import Namespace
@@ -95,7 +96,7 @@ class Mover:
         scratch_name = self.ns.is_local_name(name_new)
         if not scratch_name:
             # A scratch copy of a server file gets a real name again: it supersedes the file.
-            self.ns.supersede_hidden(node)
+            moves.supersede_hidden(self.ns, node)
         if (
             node.record is not None
             and scratch_name
@@ -109,7 +110,7 @@ class Mover:
             return True
         if node.writers:
             assert node.pending is not None
-            self.ns.move_open_file(node, dst_dir, name_new, target)
+            moves.move_open_file(self.ns, node, dst_dir, name_new, target)
             if target is not None:
                 self.uploader.settle(target)
             self.spool.describe(node.pending, dst_dir.container, name_new, node.record, node.stale)
@@ -128,7 +129,7 @@ class Mover:
         return True
 
     def _move_in_mount(self, node: Node, dst_dir: Node, name: str, target: Node | None) -> None:
-        self.ns.move_as_scratch(node, dst_dir, name, target)
+        moves.move_as_scratch(self.ns, node, dst_dir, name, target)
         if target is not None:
             self.uploader.settle(target)
 
@@ -151,13 +152,13 @@ class Mover:
         replaced = target.record if target is not None else None
         pending = self.spool.create(dst_dir.container, name_new, replaced, content)
         pending.touch()
-        stage = self.ns.stage_move(node, dst_dir, name_new, target, pending)
+        stage = moves.stage_move(self.ns, node, dst_dir, name_new, target, pending)
         try:
             await self.uploader.upload(stage)
         except BaseException:
             # The source still has the bytes; what a lost answer may have created at the
             # target is swept by the retry loop.
-            abandoned = self.ns.abandon_stage(stage)
+            abandoned = moves.abandon_stage(self.ns, stage)
             if abandoned is not None:
                 self.spool.discard(abandoned)
             raise
@@ -166,7 +167,9 @@ class Mover:
         source_gone = source is not None and not self.uploader.queue.is_queued(
             src_container, source
         )
-        old, staged = self.ns.complete_move(node, stage, dst_dir, target, source_gone=source_gone)
+        old, staged = moves.complete_move(
+            self.ns, node, stage, dst_dir, target, source_gone=source_gone
+        )
         if target is not None:
             self.uploader.settle(target)
         if old is not None:
