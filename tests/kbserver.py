@@ -1,4 +1,4 @@
-"""Synchronous helper that runs the devserver as a subprocess for tests.
+"""Synchronous helper that runs the devserver as a subprocess for tests and the benchmark.
 
 It talks plain JSON-RPC through httpx on purpose and never imports :mod:`kbfs.client`: tests that
 set up state with it must not depend on the code under test.
@@ -47,9 +47,16 @@ class KanboardServer:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(
-        self, tmp_path: Path, sample_data: bool = False, extra_args: Sequence[str] = ()
+        self,
+        tmp_path: Path,
+        sample_data: bool = False,
+        extra_args: Sequence[str] = (),
+        timeout: float = 120,
     ) -> KanboardServer:
-        """Launch ``python -m kbfs.devserver`` on a free loopback port and wait until it listens."""
+        """Launch ``python -m kbfs.devserver`` on a free loopback port and wait until it listens.
+
+        ``timeout`` bounds each HTTP call; the benchmark moves files big enough to need more.
+        """
         self.data_dir = tmp_path / "kb-data"
         self.token = "kbdev-test-" + secrets.token_hex(12)
         self.token_file = tmp_path / "kb-token"
@@ -74,7 +81,20 @@ class KanboardServer:
             raise RuntimeError(f"devserver did not start: {line!r}")
         self.url = line[len(prefix) :].strip()
         self.base_url = self.url.rsplit("/", 1)[0]
-        self._http = httpx.Client(timeout=120)
+        self._http = httpx.Client(timeout=timeout)
+        return self
+
+    def connect(self, url: str, token_file: Path, timeout: float = 120) -> KanboardServer:
+        """Talk to a server that already runs (e.g. a real Kanboard): no subprocess to start.
+
+        The benchmark measures against such a server with the same calls as against the
+        built-in one; ``stop()`` then only closes the HTTP client.
+        """
+        self.url = url
+        self.base_url = url.rsplit("/", 1)[0]
+        self.token_file = token_file
+        self.token = token_file.read_text().strip()
+        self._http = httpx.Client(timeout=timeout)
         return self
 
     def stop(self) -> None:
