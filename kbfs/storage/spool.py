@@ -47,7 +47,7 @@ class PendingFile:
     # Creates whose answer never came (wall-clock time sent, size, sha256 of the content or
     # None if unknown): the file may exist on the server, so the next attempt first looks for
     # it, adopts it if it holds the current content, and removes it otherwise (never twice).
-    lost: list[tuple[float, int, str | None]] = field(default_factory=list)
+    attempts: list[tuple[float, int, str | None]] = field(default_factory=list)
     permanent: bool = False  # the server refuses these bytes for good: recover, don't retry
     created: float = field(default_factory=time.time)
     # Left by an earlier mount (a crash): before it is uploaded, the server is checked for a
@@ -134,7 +134,7 @@ class Spool:
             "replaces_path": replaces.path if replaces else None,
             "created": pending.created,
             "supersedes": [_placed_fields(c, r) for c, r in supersedes],
-            "lost_attempts": [list(entry) for entry in pending.lost],
+            "lost_attempts": [list(entry) for entry in pending.attempts],
             "failures": pending.failures,
             "last_error": pending.last_error,
         }
@@ -175,7 +175,7 @@ class Spool:
                 uploaded_version=0,
                 last_error=meta.get("last_error"),
                 failures=int(meta.get("failures") or 0),
-                lost=[
+                attempts=[
                     (float(e[0]), int(e[1]), e[2] if isinstance(e[2], str) else None)
                     for e in meta.get("lost_attempts") or []
                     if isinstance(e, list) and len(e) == 3

@@ -1,7 +1,7 @@
 """Creates whose answer was lost: the file may exist on the server, so nothing of that name is
 sent again before looking.
 
-An attempt is written down before it is sent (``PendingFile.lost``); if the answer never
+An attempt is written down before it is sent (``PendingFile.attempts``); if the answer never
 comes it becomes a lost entry of its directory (``ContainerDir.lost``, in the cleanup journal).
 Before the next upload of that name, or from the retry loop's sweep, one listing resolves it:
 the file that holds the current content is adopted, every other copy is removed, and files of
@@ -41,7 +41,7 @@ class LostCreates:
         self, pending: PendingFile, container: Container, name: str, attempt: Attempt
     ) -> None:
         entry = (attempt[0], attempt[1], await _digest(pending))
-        pending.lost.append(entry)
+        pending.attempts.append(entry)
         self.ns.add_lost(container, (name, *entry))
         self.queue.save()
 
@@ -59,7 +59,7 @@ class LostCreates:
         pending = node.pending if node is not None else None
         entries = [e for e in state.lost if e[0] == name]
         if pending is not None:
-            entries += [(name, *e) for e in pending.lost if (name, *e) not in entries]
+            entries += [(name, *e) for e in pending.attempts if (name, *e) not in entries]
         if not entries:
             return None
         records = await self.client.list_files(container)
@@ -98,7 +98,7 @@ class LostCreates:
                 )
                 self.queue.queue(container, found, save=False)
         if pending is not None:
-            pending.lost = []
+            pending.attempts = []
         # Files of that name that only might have been lost copies are shown again.
         self.ns.resolve_lost(container, name)
         self.queue.save()

@@ -105,7 +105,7 @@ class Recovery:
         stale = superseded(meta)
         for _where, record in stale:
             self.uploader.queue.mark_unverified(record)
-        lost = [(name, *e) for e in pending.lost]
+        lost = [(name, *e) for e in pending.attempts]
         node = self.ns.adopt_leftover(dir_node, name, pending, replaces, stale, lost)
         log.warning(
             "found an unsaved file from an earlier mount: %s (%d bytes); uploading it",
@@ -115,7 +115,7 @@ class Recovery:
 
     async def retry_once(self) -> None:
         now = self.clock()
-        await self.uploader.lost.sweep(self.uploader.name_lock)
+        await self.uploader.lost_creates.sweep(self.uploader.name_lock)
         await self._retry_removals()
         for node in self.ns.pending_files():
             pending = node.pending

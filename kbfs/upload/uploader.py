@@ -69,7 +69,7 @@ class Uploader:
         self.refresher = refresher
         self.clock = clock
         self.queue = CleanupQueue(spool, namespace)
-        self.lost = LostCreates(client, namespace, self.queue)
+        self.lost_creates = LostCreates(client, namespace, self.queue)
         self.uploads = 0
         self.failures = 0
         self.removals = 0
@@ -197,7 +197,7 @@ class Uploader:
             return None  # a scratch file: never uploaded (see DEFAULT_LOCAL_NAMES)
         _check_storable(pending, server_name, size)
         version = pending.version
-        record = await self.lost.resolve(node, container, server_name, size)
+        record = await self.lost_creates.resolve(node, container, server_name, size)
         if record is None and pending.from_earlier_mount:
             await self._check_conflict(node, container, server_name)
         if record is None:
@@ -240,25 +240,25 @@ class Uploader:
         """create*File, written down before sending (a crash mid-request leaves a trace);
         a create whose answer may have been lost is remembered as such."""
         attempt = (time.time(), size, None)
-        pending.lost.append(attempt)
+        pending.attempts.append(attempt)
         self.spool.describe(pending, container, name, node.record, node.stale)
         try:
             with open(pending.path, "rb") as source:
                 new_id = await self.client.create_file(container, name, source, size)
         except _ANSWERED:
-            pending.lost.remove(attempt)  # answered: nothing was created
+            pending.attempts.remove(attempt)  # answered: nothing was created
             raise
         except TransportError as exc:
-            pending.lost.remove(attempt)
+            pending.attempts.remove(attempt)
             if exc.request_sent:
-                await self.lost.note(pending, container, name, attempt)
+                await self.lost_creates.note(pending, container, name, attempt)
             raise
         except Exception:
             # A 500, a garbled answer: the file may exist. Remember what was sent.
-            pending.lost.remove(attempt)
-            await self.lost.note(pending, container, name, attempt)
+            pending.attempts.remove(attempt)
+            await self.lost_creates.note(pending, container, name, attempt)
             raise
-        pending.lost.remove(attempt)
+        pending.attempts.remove(attempt)
         return await self._confirm(container, new_id, name, size)
 
     async def _remove_superseded(

@@ -37,11 +37,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("kbfs.control", "kbfs.fs"),  # 3. kbfs status/clear; the pyfuse3 operations
     ("kbfs.vfs",),  # 4. the filesystem without FUSE
     ("kbfs.ops",),  # 5. what the filesystem operations do
-    ("kbfs.upload", "kbfs.remote"),  # 6. writing back; talking to the server for the tree
-    ("kbfs.namespace",),  # 7. nodes, names and listings
-    ("kbfs.storage",),  # 8. the content cache and the spool on disk
-    ("kbfs.errors",),  # 9. filesystem errors (errno)
-    ("kbfs.client",),  # 10. the Kanboard JSON-RPC client
+    ("kbfs.upload",),  # 6. writing back: uploads, cleanup, lost creates, recovery
+    ("kbfs.remote",),  # 7. listings: what the server says exists, fetched when stale
+    ("kbfs.namespace",),  # 8. nodes, names and what each directory shows (pure)
+    ("kbfs.storage",),  # 9. the content cache and the spool on disk
+    ("kbfs.errors",),  # 10. filesystem errors (errno)
+    ("kbfs.client",),  # 11. the Kanboard JSON-RPC client
 )
 
 # Anyone may import these. A leaf itself imports other leaves, or modules that lie below every
@@ -52,6 +53,7 @@ LEAVES: tuple[str, ...] = (
     "kbfs.options",
     "kbfs.credentials",
     "kbfs.sdnotify",
+    "kbfs.helperargv",  # mount(8) argv -> a kbfs command line; handed the function to run
 )
 
 # Packages apart from the layers: they import nothing of kbfs outside themselves, and nothing
