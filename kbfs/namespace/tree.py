@@ -9,7 +9,9 @@ Every other component asks this module to change the namespace through the opera
 Invariants, checked after every step by ``tests/unit/test_namespace_machine.py``:
 
 1. Shown ⇔ linked: a file node appears in its directory's view (``entries`` or ``local``) exactly
-   when ``linked`` is set, and under its ``name``.
+   when ``linked`` is set, and under its ``name``. One exception: a server file whose name a
+   file of this mount took while the listing that brings it was in flight is shadowed by that
+   file until it is uploaded (then both get names by the rules of kbfs.namespace.names).
 2. One entry per server file: a server version (``file_key``) has at most one node and that
    node at most one entry; no two entries of one directory share a name.
 3. Doomed ⇒ hidden: a record whose removal is due (``doomed``), that a scratch file stands for
