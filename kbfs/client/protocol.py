@@ -1,53 +1,82 @@
-"""The Kanboard API the filesystem core depends on, as a typed Protocol.
+"""KanboardAPI: the part of the Kanboard client the filesystem core depends on.
 
-The core (namespace, uploader, refresher, content cache) needs a dozen procedures, not the
-whole client: naming them here keeps the core honest about what it uses, lets mypy check the
-real client (``kbfs.client.api.KanboardClient``) against it, and lets tests drive the core
-with an in-memory fake that reproduces Kanboard's rules and fails on demand.
+The core (``kbfs.vfs`` and the components under it, the content cache, ``kbfs clear``) is written against
+this Protocol rather than against ``KanboardClient`` itself, for two reasons:
+
+* it says, in one place, exactly which server calls the core can make: a change of the core
+  that needs another call has to add it here, visibly;
+* it lets the core run against something other than a real server: the in-memory fake of
+  ``tests/core/fakekb.py`` implements it, so the core's rules (upload before remove, no
+  duplicate after a lost answer, ...) are tested without HTTP, a devserver or a FUSE mount.
+
+``KanboardClient`` (``kbfs.client.api``) is the real implementation. The signatures here are
+copied from it; the docstrings there say what each call raises.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from kbfs.client.api import ClientStats
-from kbfs.client.models import Container, FileRecord, Project, Task
+if TYPE_CHECKING:
+    from kbfs.client.api import ClientStats
+    from kbfs.client.models import Container, FileRecord, Project, Task
+
+__all__ = ["KanboardAPI"]
 
 
 class KanboardAPI(Protocol):
-    """What the core calls on a Kanboard server. Errors are the client's error tree
-    (``kbfs.client.errors``)."""
+    """What the filesystem core calls on a Kanboard server (see the module docstring)."""
 
     @property
     def endpoint(self) -> str:
-        """The normalised ``.../jsonrpc.php`` URL (log lines, status, web links)."""
+        """The normalised ``.../jsonrpc.php`` URL (names the spool and cache directories)."""
         ...
 
-    def statistics(self) -> ClientStats: ...
+    def statistics(self) -> ClientStats:
+        """Requests and calls per method so far (``kbfs status``)."""
+        ...
 
-    async def get_projects(self) -> list[Project]: ...
+    async def get_projects(self) -> list[Project]:
+        """The projects these credentials can see."""
+        ...
 
     async def project_roles(self, project_ids: list[int], user_id: int) -> list[str | None]:
-        """The user's role in each project, in order (None where unknown)."""
+        """The user's role in each project (one getProjectUserRole batch), None for no role."""
         ...
 
-    async def get_all_tasks_any_status(self, project_id: int) -> list[Task]: ...
+    async def get_all_tasks_any_status(self, project_id: int) -> list[Task]:
+        """Open and closed tasks of a project, sorted by id."""
+        ...
 
-    async def list_files(self, container: Container) -> list[FileRecord]: ...
+    async def list_files(self, container: Container) -> list[FileRecord]:
+        """The container's attachments."""
+        ...
 
     async def list_files_many(
         self, containers: Sequence[Container]
-    ) -> list[list[FileRecord] | Exception]: ...
+    ) -> list[list[FileRecord] | Exception]:
+        """list_files for many containers; each item's files or its exception, in order."""
+        ...
 
-    async def get_file(self, container: Container, file_id: int) -> FileRecord: ...
+    async def get_file(self, container: Container, file_id: int) -> FileRecord:
+        """One attachment's metadata; NotFound if it is not (or no longer) in ``container``."""
+        ...
 
-    async def download_file(self, container: Container, file_id: int, sink: BinaryIO) -> int: ...
+    async def download_file(self, container: Container, file_id: int, sink: BinaryIO) -> int:
+        """Stream the content into ``sink``; the number of bytes written."""
+        ...
 
     async def create_file(
         self, container: Container, filename: str, source: BinaryIO, size: int
-    ) -> int: ...
+    ) -> int:
+        """Upload ``size`` bytes from ``source`` as a new attachment; the new file id."""
+        ...
 
-    async def remove_file(self, container: Container, file_id: int) -> None: ...
+    async def remove_file(self, container: Container, file_id: int) -> None:
+        """Delete one attachment."""
+        ...
 
-    async def remove_all_files(self, container: Container) -> None: ...
+    async def remove_all_files(self, container: Container) -> None:
+        """Delete all of the container's attachments (``kbfs clear``)."""
+        ...

@@ -1,0 +1,177 @@
+"""mv through Vfs directly (SEMANTICS.md "Rename", "Scratch files stay local"): upload at the
+target, confirmed, then remove the source; a failure changes nothing."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from kbfs.client.errors import ServerError, TransportError
+from kbfs.client.models import Container
+
+try:
+    from conftest import RENAME_EXCHANGE, RENAME_NOREPLACE, WRITE_NEW, Rig, raises_errno
+except ImportError:  # pragma: no cover
+    from tests.core.conftest import (
+        RENAME_EXCHANGE,
+        RENAME_NOREPLACE,
+        WRITE_NEW,
+        Rig,
+        raises_errno,
+    )
+
+
+async def test_rename_within_a_directory(rig: Rig) -> None:
+    source = rig.kb.add_file(rig.tasks, "old.txt", b"content")
+    dir_ino = await rig.dir(rig.tasks)
+    node = await rig.vfs.lookup(dir_ino, "old.txt")
+    await rig.vfs.rename(dir_ino, "old.txt", dir_ino, "new.txt", 0)
+    assert rig.kb.mutations() == [("create", "new.txt"), ("remove", source)]
+    assert rig.kb.contents(rig.tasks) == {"new.txt": b"content"}
+    assert await rig.ls(rig.tasks) == ["new.txt"]
+    # The inode the kernel moved is the file at its new name.
+    assert (await rig.vfs.lookup(dir_ino, "new.txt")).ino == node.ino
+    assert await rig.read(rig.tasks, "new.txt") == b"content"
+
+
+async def test_rename_across_directories_and_projects(rig: Rig) -> None:
+    source = rig.kb.add_file(rig.tasks, "doc.txt", b"moving")
+    other = Container(rig.kb.add_project("Beta"))
+    rig.expire_listings()
+    await rig.vfs.rename(await rig.dir(rig.tasks), "doc.txt", await rig.dir(rig.files), "d.txt", 0)
+    assert rig.kb.mutations() == [("create", "d.txt"), ("remove", source)]
+    assert rig.kb.contents(rig.tasks) == {}
+    assert rig.kb.contents(rig.files) == {"d.txt": b"moving"}
+    await rig.vfs.rename(await rig.dir(rig.files), "d.txt", await rig.dir(other), "d.txt", 0)
+    assert rig.kb.contents(rig.files) == {}
+    assert rig.kb.contents(other) == {"d.txt": b"moving"}
+    assert await rig.ls(other) == ["d.txt"] and await rig.ls(rig.files) == []
+
+
+async def test_rename_over_an_existing_file_replaces_it_after_the_upload(rig: Rig) -> None:
+    source = rig.kb.add_file(rig.tasks, "src.txt", b"new content")
+    target = rig.kb.add_file(rig.tasks, "dst.txt", b"old content")
+    dir_ino = await rig.dir(rig.tasks)
+    await rig.vfs.rename(dir_ino, "src.txt", dir_ino, "dst.txt", 0)
+    mutations = rig.kb.mutations()
+    assert mutations[0] == ("create", "dst.txt")
+    assert sorted(mutations[1:]) == sorted([("remove", source), ("remove", target)])
+    assert rig.kb.contents(rig.tasks) == {"dst.txt": b"new content"}
+    assert await rig.ls(rig.tasks) == ["dst.txt"]
+
+
+async def test_a_failed_upload_leaves_both_names_as_they_were(rig: Rig) -> None:
+    rig.kb.add_file(rig.tasks, "src.txt", b"source")
+    rig.kb.add_file(rig.tasks, "dst.txt", b"target")
+    dir_ino = await rig.dir(rig.tasks)
+    rig.kb.fail("create_file", TransportError("connection refused"))
+    await raises_errno(errno.EIO, rig.vfs.rename(dir_ino, "src.txt", dir_ino, "dst.txt", 0))
+    assert rig.kb.count("remove_file") == 0
+    assert rig.kb.contents(rig.tasks) == {"src.txt": b"source", "dst.txt": b"target"}
+    assert await rig.ls(rig.tasks) == ["dst.txt", "src.txt"]
+    assert await rig.read(rig.tasks, "src.txt") == b"source"
+    assert await rig.read(rig.tasks, "dst.txt") == b"target"
+    assert rig.pending_paths() == []  # nothing left to retry: the source still has the bytes
+    rig.clock.advance(60)
+    await rig.vfs.retry_once()
+    assert rig.kb.count("create_file") == 1
+
+
+async def test_a_failed_move_to_another_directory_changes_nothing(rig: Rig) -> None:
+    rig.kb.add_file(rig.tasks, "doc.txt", b"stay")
+    rig.kb.fail("create_file", ServerError("HTTP 500", status_code=500))
+    src, dst = await rig.dir(rig.tasks), await rig.dir(rig.files)
+    await raises_errno(errno.EIO, rig.vfs.rename(src, "doc.txt", dst, "doc.txt", 0))
+    assert rig.kb.contents(rig.tasks) == {"doc.txt": b"stay"}
+    assert rig.kb.contents(rig.files) == {}
+    assert await rig.ls(rig.files) == []
+    assert await rig.ls(rig.tasks) == ["doc.txt"]
+
+
+async def test_noreplace_exchange_and_directories_are_refused(rig: Rig) -> None:
+    rig.kb.add_file(rig.tasks, "a.txt", b"a")
+    rig.kb.add_file(rig.tasks, "b.txt", b"b")
+    dir_ino = await rig.dir(rig.tasks)
+    await raises_errno(
+        errno.EEXIST, rig.vfs.rename(dir_ino, "a.txt", dir_ino, "b.txt", RENAME_NOREPLACE)
+    )
+    await raises_errno(
+        errno.EINVAL, rig.vfs.rename(dir_ino, "a.txt", dir_ino, "b.txt", RENAME_EXCHANGE)
+    )
+    projects = await rig.ino("projects")
+    await raises_errno(errno.EPERM, rig.vfs.rename(projects, str(rig.project), projects, "9", 0))
+    assert rig.kb.count("create_file", "remove_file") == 0
+    assert rig.kb.contents(rig.tasks) == {"a.txt": b"a", "b.txt": b"b"}
+
+
+async def test_rename_to_the_same_name_does_nothing(rig: Rig) -> None:
+    rig.kb.add_file(rig.tasks, "a.txt", b"a")
+    dir_ino = await rig.dir(rig.tasks)
+    await rig.vfs.rename(dir_ino, "a.txt", dir_ino, "a.txt", 0)
+    assert rig.kb.count("create_file", "remove_file") == 0
+
+
+async def test_a_local_only_file_just_moves(rig: Rig) -> None:
+    await rig.save(rig.tasks, "empty.txt", b"")
+    assert await rig.ls(rig.files) == []  # the target's listing is fetched before counting
+    calls = rig.kb.count()
+    await rig.vfs.rename(
+        await rig.dir(rig.tasks), "empty.txt", await rig.dir(rig.files), "moved.txt", 0
+    )
+    assert rig.kb.count() == calls
+    assert await rig.ls(rig.files) == ["moved.txt"]
+    assert await rig.ls(rig.tasks) == []
+
+
+async def test_a_file_open_for_writing_uploads_under_its_new_name_at_close(rig: Rig) -> None:
+    """gedit's pattern: write a temporary, rename it over the file, then close."""
+    old = rig.kb.add_file(rig.tasks, "doc.txt", b"version 1")
+    dir_ino = await rig.dir(rig.tasks)
+    handle = await rig.vfs.create(dir_ino, ".goutputstream-ABC123", WRITE_NEW)
+    await rig.vfs.write(handle.fh, 0, b"version 2")
+    await rig.vfs.rename(dir_ino, ".goutputstream-ABC123", dir_ino, "doc.txt", 0)
+    assert rig.kb.count("create_file", "remove_file") == 0  # moved in the mount only
+    assert await rig.ls(rig.tasks) == ["doc.txt"]
+    await rig.vfs.flush(handle.fh)
+    rig.vfs.release(handle.fh)
+    assert rig.kb.mutations() == [("create", "doc.txt"), ("remove", old)]
+    assert rig.kb.contents(rig.tasks) == {"doc.txt": b"version 2"}
+
+
+async def test_a_server_file_renamed_while_open_removes_its_source_after_upload(
+    rig: Rig,
+) -> None:
+    source = rig.kb.add_file(rig.tasks, "draft.txt", b"draft")
+    dir_ino = await rig.dir(rig.tasks)
+    node = await rig.vfs.lookup(dir_ino, "draft.txt")
+    handle = await rig.vfs.open(node.ino, os.O_RDWR)
+    await rig.vfs.write(handle.fh, 5, b" and more")
+    await rig.vfs.rename(dir_ino, "draft.txt", dir_ino, "final.txt", 0)
+    assert rig.kb.names(rig.tasks) == ["draft.txt"]
+    await rig.vfs.flush(handle.fh)
+    rig.vfs.release(handle.fh)
+    assert rig.kb.mutations() == [("create", "final.txt"), ("remove", source)]
+    assert rig.kb.contents(rig.tasks) == {"final.txt": b"draft and more"}
+
+
+async def test_a_scratch_backup_rename_costs_one_create_and_one_remove(rig: Rig) -> None:
+    """vim: doc.txt -> doc.txt~ (kept on the server, hidden), write a new doc.txt, rm doc.txt~."""
+    old = rig.kb.add_file(rig.tasks, "doc.txt", b"version 1")
+    dir_ino = await rig.dir(rig.tasks)
+    await rig.vfs.rename(dir_ino, "doc.txt", dir_ino, "doc.txt~", 0)
+    assert rig.kb.count("create_file", "remove_file") == 0
+    assert await rig.ls(rig.tasks) == ["doc.txt~"]
+    assert await rig.read(rig.tasks, "doc.txt~") == b"version 1"
+    await rig.save(rig.tasks, "doc.txt", b"version 2")
+    await rig.vfs.unlink(dir_ino, "doc.txt~")
+    assert rig.kb.mutations() == [("create", "doc.txt"), ("remove", old)]
+    assert rig.kb.contents(rig.tasks) == {"doc.txt": b"version 2"}
+    assert await rig.ls(rig.tasks) == ["doc.txt"]
+
+
+async def test_renaming_a_scratch_file_to_a_real_name_uploads_it(rig: Rig) -> None:
+    await rig.save(rig.tasks, ".doc.txt.swp", b"swap content")
+    assert rig.kb.count("create_file") == 0  # scratch names never reach Kanboard
+    dir_ino = await rig.dir(rig.tasks)
+    await rig.vfs.rename(dir_ino, ".doc.txt.swp", dir_ino, "rescued.txt", 0)
+    assert rig.kb.contents(rig.tasks) == {"rescued.txt": b"swap content"}
