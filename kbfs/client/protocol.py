@@ -1,7 +1,7 @@
 """KanboardAPI: the part of the Kanboard client the filesystem core depends on.
 
-The core (``kbfs.vfs`` and the components under it, the content cache, ``kbfs clear``) is written against
-this Protocol rather than against ``KanboardClient`` itself, for two reasons:
+The core (``kbfs.vfs`` and the components under it, the content cache, ``kbfs clear``) is
+written against this Protocol rather than against ``KanboardClient`` itself, for two reasons:
 
 * it says, in one place, exactly which server calls the core can make: a change of the core
   that needs another call has to add it here, visibly;

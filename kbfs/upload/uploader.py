@@ -310,14 +310,16 @@ class Uploader:
         pending = node.pending
         assert pending is not None
         written = int(pending.path.stat().st_mtime)
-        replaces = node.record.id if node.record is not None else None
+        replaces = node.record
         records = await self.client.list_files(container)
         doomed = self.ns.directory(container).doomed  # superseded, or a lost attempt's copy
         newer = [
             r
             for r in records
             if r.name == name
-            and r.id != replaces
+            # The version this content replaces, known by version, not by id: a newer file
+            # may have reused its id (API-FACTS §7).
+            and not (replaces is not None and same_file(r, replaces))
             and r.date >= written
             and not is_doomed(doomed, r)
         ]

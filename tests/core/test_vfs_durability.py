@@ -6,8 +6,6 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-import pytest
-
 from kbfs.client.errors import TransportError
 
 try:
@@ -91,11 +89,6 @@ async def test_content_replaced_on_the_server_meanwhile_goes_to_recovery(rig: Ri
     assert again.pending_paths() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the conflict check skips a newer file by id alone (r.id != replaces); when"
-    " the newer version reused the replaced file's id, the edit is uploaded beside it",
-)
 async def test_content_replaced_under_a_reused_id_goes_to_recovery(rig: Rig) -> None:
     again = await _edit_then_crash_while_another_client_replaces(rig, reuse_id=True)
     assert rig.kb.names(rig.tasks) == ["doc.txt"]

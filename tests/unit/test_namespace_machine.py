@@ -183,10 +183,11 @@ class NamespaceMachine(RuleBasedStateMachine):
         if not lost:
             return
         for record in list(self.server.files[container].values()):
-            if record.name == name and any(record.date >= int(e[1]) for e in lost):
-                if file_key(record) not in self.ns.directory(container).ours:
-                    self.ns.doom(container, record)
-                    self.removing.append((container, record))
+            made_by_lost = any(record.date >= int(e[1]) for e in lost)
+            ours = file_key(record) in self.ns.directory(container).ours
+            if record.name == name and made_by_lost and not ours:
+                self.ns.doom(container, record)
+                self.removing.append((container, record))
         self.ns.resolve_lost(container, name)
 
     @precondition(lambda self: self.removing)
@@ -332,9 +333,9 @@ class NamespaceMachine(RuleBasedStateMachine):
     @invariant()
     def unsaved_bytes_stay_reachable(self) -> None:
         for node in self.ns.inodes:
-            if node.type is NodeType.FILE and node.pending is not None and not node.discarded:
-                if node.pending.dirty:
-                    assert node.linked, f"unsaved {node.name!r} is in no directory"
+            pending = node.pending
+            if node.type is NodeType.FILE and pending is not None and not node.discarded:
+                assert node.linked or not pending.dirty, f"unsaved {node.name!r} is unreachable"
 
 
 NamespaceMachine.TestCase.settings = settings(
