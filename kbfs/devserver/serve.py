@@ -28,9 +28,9 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+from kbfs.devserver.attachments import FileKind
 from kbfs.devserver.faults import FaultPlan, Stats
 from kbfs.devserver.rpc import DROP, Dispatcher, StreamedAnswer
-from kbfs.devserver.attachments import FileKind
 from kbfs.devserver.sample import seed_sample_data
 from kbfs.devserver.store import Store
 
