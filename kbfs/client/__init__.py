@@ -5,6 +5,7 @@ The filesystem depends on this package only through these names; see ``api.py`` 
 """
 
 from kbfs.client.api import ClientStats, Credentials, KanboardClient
+from kbfs.client.endpoint import normalise_endpoint
 from kbfs.client.errors import (
     AuthenticationError,
     EmptyDownload,
@@ -20,7 +21,6 @@ from kbfs.client.errors import (
     TransportError,
 )
 from kbfs.client.models import Container, FileRecord, Kind, Project, Task, User
-from kbfs.client.transport import normalise_endpoint
 
 __all__ = [
     "AuthenticationError",

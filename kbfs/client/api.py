@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 
 import trio
 
+from kbfs.client.endpoint import normalise_endpoint
 from kbfs.client.errors import (
     KanboardError,
     NotFound,
@@ -42,7 +43,7 @@ from kbfs.client.errors import (
     Rejected,
 )
 from kbfs.client.models import Container, FileRecord, Kind, Project, Task, User
-from kbfs.client.transport import RpcTransport, normalise_endpoint
+from kbfs.client.transport import RpcTransport
 
 __all__ = ["ClientStats", "Credentials", "KanboardClient", "normalise_endpoint"]
 

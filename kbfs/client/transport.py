@@ -4,6 +4,8 @@ This layer knows the wire (HTTP status codes, the JSON-RPC envelope, batches, ba
 not what any procedure means; :mod:`kbfs.client.api` adds that. Every failure leaves here as one of
 the classes in :mod:`kbfs.client.errors` (httpx exceptions are mapped at this boundary, with
 ``raise ... from``), and no message, log line or repr built here contains the secret.
+The byte shaping of file transfers lives in :mod:`kbfs.client.streams`, the rules every request
+shares (size caps, JSON parsing, retryable failures, the redactor) in :mod:`kbfs.client.wire`.
 """
 
 from __future__ import annotations
@@ -11,157 +13,43 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import random
 import re
-import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, BinaryIO, TypeVar
 
 import httpx
-import orjson
 import trio
 
-from kbfs.client.b64stream import (
-    Base64FormatError,
-    JsonBase64Decoder,
-    NotStreamable,
-    decode_whole,
-    encoded_length,
-    find_result_string,
-    iter_base64,
-)
+from kbfs.client.b64stream import Base64FormatError
+from kbfs.client.endpoint import ssl_context
 from kbfs.client.errors import (
     AuthenticationError,
-    EmptyDownload,
     KanboardError,
     PermissionDenied,
     ProtocolError,
-    Rejected,
     RequestTimeout,
     RpcError,
     ServerError,
-    SourceError,
     TransportError,
+)
+from kbfs.client.streams import ResultStream, SinkWriter, upload_body
+from kbfs.client.wire import (
+    JSON_HEADERS,
+    MAX_BODY,
+    Params,
+    Redactor,
+    id_key,
+    is_idempotent,
+    is_retryable,
+    loads_json,
 )
 
 log = logging.getLogger(__name__)
 
-
-def _larger_socket_reads(size: int = 1 << 20) -> None:
-    """Read responses from the socket in 1 MiB steps instead of httpcore's 64 KiB: a 64 MiB
-    download is ~1,400 reads on the event loop otherwise (measured: cold cat 1215 -> 975 ms).
-    httpcore has no public setting for it; if the attribute ever goes away this is a no-op."""
-    try:
-        from httpcore._async import http11
-    except ImportError:  # pragma: no cover
-        return
-    conn = getattr(http11, "AsyncHTTP11Connection", None)
-    if conn is not None and getattr(conn, "READ_NUM_BYTES", size) < size:
-        conn.READ_NUM_BYTES = size
-
-
-_larger_socket_reads()
-
 T = TypeVar("T")
-
-Params = dict[str, Any] | list[Any] | None
-
-#: Largest ordinary (non-download) response body accepted; a listing of thousands of files is
-#: a few MB, so anything near this is not Kanboard talking.
-MAX_BODY = 64 * 1024 * 1024
-#: Bytes of a download response buffered while looking for the start of the result string.
-HEAD_LIMIT = 64 * 1024
-#: Decoded download bytes collected before one (threaded) write to the sink.
-FLUSH_SIZE = 1024 * 1024
-# The first decoded bytes go to the sink at once: a reader waiting for the start of a file
-# (head, file(1), a thumbnailer) gets it after one network chunk, not after a MiB.
-FIRST_FLUSH_SIZE = 64 * 1024
-
-
-def _loads(body: bytes) -> Any:
-    """Parse a response body: orjson (a 10,000-file listing in 10 ms instead of the stdlib's 33),
-    and the stdlib where orjson refuses what the stdlib accepts (a lone surrogate escape such
-    as ``"\\ud800"``, a number beyond a double's range), so the answers stay the same."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return json.loads(body)
-
-
-_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
-
-
-def normalise_endpoint(url: str) -> str:
-    """Turn whatever a user pasted into the ``.../jsonrpc.php`` URL.
-
-    Accepts ``kb.example.com`` (https assumed), ``https://kb.example.com``, a trailing slash,
-    ``.../jsonrpc.php``, ``.../index.php``, Kanboard under a sub-path (``https://x/kanboard``) and
-    a pasted board URL with a query string. User info in the URL is dropped: credentials come
-    from :class:`Credentials` only, so they never show up in logs or error messages via the URL.
-    """
-    text = url.strip()
-    if not text:
-        raise ValueError("empty Kanboard URL")
-    if "://" not in text:
-        text = "https://" + text
-    try:
-        parsed = httpx.URL(text)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"invalid Kanboard URL: {exc}") from None
-    if parsed.scheme not in ("http", "https"):
-        raise ValueError(f"Kanboard URL must be http or https, not {parsed.scheme!r}")
-    if not parsed.host:
-        raise ValueError("Kanboard URL has no host")
-    path = re.sub(r"/{2,}", "/", parsed.path).rstrip("/")
-    last = path.rsplit("/", 1)[-1]
-    if last.endswith(".php"):
-        path = path[: len(path) - len(last)].rstrip("/")
-    return str(
-        httpx.URL(
-            scheme=parsed.scheme, host=parsed.host, port=parsed.port, path=path + "/jsonrpc.php"
-        )
-    )
-
-
-def is_idempotent(method: str) -> bool:
-    """Whether re-sending ``method`` is harmless: Kanboard's readers are all get*/download*."""
-    return method.startswith(("get", "download"))
-
-
-def _ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
-    if isinstance(verify, str):
-        if os.path.isdir(verify):
-            return ssl.create_default_context(capath=verify)
-        return ssl.create_default_context(cafile=verify)
-    return verify
-
-
-def _id_key(value: Any) -> str:
-    return str(value)
-
-
-def _retryable(exc: KanboardError) -> bool:
-    if isinstance(exc, TransportError):
-        return True
-    if isinstance(exc, ServerError):
-        code = exc.status_code
-        return code is None or code >= 500 or code in (408, 429)
-    return False
-
-
-class _Redactor:
-    """Removes the secret from any text that could reach a message (defence in depth)."""
-
-    def __init__(self, secret: str) -> None:
-        self._secret = secret
-
-    def __call__(self, text: str) -> str:
-        if self._secret and self._secret in text:
-            text = text.replace(self._secret, "***")
-        return text
 
 
 class RpcTransport:
@@ -191,7 +79,7 @@ class RpcTransport:
         self.endpoint = endpoint
         self.timeout = timeout
         self.retries = max(0, retries)
-        self._redact = _Redactor(secret)
+        self._redact = Redactor(secret)
         self._ids = itertools.count(1)
         self._http_requests = 0
         self._calls: Counter[str] = Counter()
@@ -199,7 +87,7 @@ class RpcTransport:
         if transport is not None:
             kwargs["transport"] = transport
         else:
-            kwargs["verify"] = _ssl_context(verify)
+            kwargs["verify"] = ssl_context(verify)
             kwargs["limits"] = httpx.Limits(
                 max_connections=16, max_keepalive_connections=8, keepalive_expiry=30.0
             )
@@ -273,7 +161,7 @@ class RpcTransport:
         if not body.strip():
             raise ServerError("empty response body", method=label)
         try:
-            return _loads(body)
+            return loads_json(body)
         except ValueError:
             head = body.lstrip()[:200].decode("utf-8", "replace")
             if head.startswith("<") or "<b>" in head or "<html" in head.lower():
@@ -308,7 +196,7 @@ class RpcTransport:
             raise self._error_from_object(label, envelope["error"])
         if "result" not in envelope:
             raise ProtocolError("the response has neither result nor error", method=label)
-        if "id" not in envelope or _id_key(envelope["id"]) != _id_key(rid):
+        if "id" not in envelope or id_key(envelope["id"]) != id_key(rid):
             raise ProtocolError(
                 f"response id {envelope.get('id')!r:.20} does not match request id {rid}",
                 method=label,
@@ -339,7 +227,7 @@ class RpcTransport:
                 return await attempt()
             except (TransportError, ServerError) as exc:
                 n += 1
-                if n >= attempts or not _retryable(exc):
+                if n >= attempts or not is_retryable(exc):
                     raise
                 if before_retry is not None and not before_retry():
                     raise
@@ -400,7 +288,7 @@ class RpcTransport:
             self._calls[method] += 1
             body = json.dumps(self._envelope(method, params, rid), ensure_ascii=False).encode()
             data = await self._exchange(
-                method, body, headers=_JSON_HEADERS, deadline=self._hard_deadline(), request_id=rid
+                method, body, headers=JSON_HEADERS, deadline=self._hard_deadline(), request_id=rid
             )
             return self.unwrap(method, self._parse_json(method, data), rid)
 
@@ -431,7 +319,7 @@ class RpcTransport:
             data = await self._exchange(
                 label,
                 body,
-                headers=_JSON_HEADERS,
+                headers=JSON_HEADERS,
                 deadline=self._hard_deadline(),
                 request_id=f"{ids[0]}..{ids[-1]}",
             )
@@ -445,10 +333,10 @@ class RpcTransport:
             by_id: dict[str, Any] = {}
             for item in parsed:
                 if isinstance(item, dict) and item.get("id") is not None:
-                    by_id.setdefault(_id_key(item["id"]), item)
+                    by_id.setdefault(id_key(item["id"]), item)
             results: list[Any | Exception] = []
             for (m, _), rid in zip(calls, ids, strict=True):
-                item = by_id.get(_id_key(rid))
+                item = by_id.get(id_key(rid))
                 if item is None:
                     results.append(ProtocolError("no answer for this call in the batch", method=m))
                     continue
@@ -465,26 +353,12 @@ class RpcTransport:
     async def download(self, method: str, params: Params, sink: BinaryIO) -> int:
         """Call a download* procedure and stream the decoded file into ``sink``.
 
-        The base64 result is decoded as it arrives (see b64stream); memory stays around
+        The base64 result is decoded as it arrives (see streams); memory stays around
         FLUSH_SIZE plus one network chunk. Retried like any read, after rewinding ``sink`` to
         where it started (impossible for a non-seekable sink that already got bytes: then the
         first error is raised). On error, ``sink`` may hold a partial file: discard it.
         """
-        try:
-            origin: int | None = sink.tell() if sink.seekable() else None
-        except (OSError, AttributeError, ValueError):
-            origin = None
-        written = [0]
-
-        def rewind() -> bool:
-            if not written[0]:
-                return True
-            if origin is None:
-                return False
-            sink.seek(origin)
-            sink.truncate()
-            written[0] = 0
-            return True
+        writer = SinkWriter(sink)
 
         async def attempt() -> int:
             rid = next(self._ids)
@@ -494,7 +368,7 @@ class RpcTransport:
             started = time.monotonic()
             with trio.CancelScope(deadline=trio.current_time() + self._hard_deadline()) as scope:
                 try:
-                    total = await self._download_attempt(method, body, rid, sink, scope, written)
+                    total = await self._download_attempt(method, body, rid, writer, scope)
                 except httpx.HTTPError as exc:
                     raise self._map_httpx(exc, method) from exc
                 except Base64FormatError as exc:
@@ -504,7 +378,7 @@ class RpcTransport:
                         "%s id=%s streamed %d bytes in %.3fs",
                         method,
                         rid,
-                        written[0],
+                        writer.written,
                         time.monotonic() - started,
                     )
             if scope.cancelled_caught:
@@ -513,139 +387,46 @@ class RpcTransport:
                 )
             return total
 
-        return await self._with_retries(method, True, attempt, before_retry=rewind)
+        return await self._with_retries(method, True, attempt, before_retry=writer.rewind)
 
     async def _download_attempt(
-        self,
-        method: str,
-        body: bytes,
-        rid: int,
-        sink: BinaryIO,
-        scope: trio.CancelScope,
-        written: list[int],
+        self, method: str, body: bytes, rid: int, writer: SinkWriter, scope: trio.CancelScope
     ) -> int:
-        # Decoded pieces go to the sink as they are (writelines), not joined into one buffer:
-        # two copies of every byte fewer, the largest of kbfs's own costs in a download.
-        out: list[bytes] = []
-        out_size = 0
-
-        async def flush() -> None:
-            nonlocal out_size
-            if out:
-                pieces, size = out.copy(), out_size
-                out.clear()
-                out_size = 0
-                await trio.to_thread.run_sync(sink.writelines, pieces)
-                written[0] += size
-
-        def add(piece: bytes) -> None:
-            nonlocal out_size
-            if piece:
-                out.append(piece)
-                out_size += len(piece)
-
+        """One POST of a download; each chunk read extends ``scope``'s deadline by its share
+        of MIN_TRANSFER_RATE, so a large file is bounded by its size, not by a fixed time."""
+        stream = ResultStream(method)
         async with self._client.stream(
-            "POST", self.endpoint, content=body, headers=_JSON_HEADERS
+            "POST", self.endpoint, content=body, headers=JSON_HEADERS
         ) as response:
             if not 200 <= response.status_code < 300:
                 data = await self._read_capped(response, method, MAX_BODY)
                 self._check_status(method, response, data)
-            head = bytearray()
-            whole = False  # not {"result":"..."}: buffer the (small) document and parse it
-            decoder: JsonBase64Decoder | None = None
             async for chunk in response.aiter_bytes():
                 scope.deadline += len(chunk) / self.MIN_TRANSFER_RATE
-                if decoder is None:
-                    head += chunk
-                    if whole:
-                        if len(head) > MAX_BODY:
-                            raise ServerError("response too large", method=method)
-                        continue
-                    try:
-                        start = find_result_string(bytes(head))
-                    except NotStreamable:
-                        whole = True
-                        continue
-                    if start is None:
-                        if len(head) > HEAD_LIMIT:
-                            whole = True
-                        continue
-                    chunk = bytes(head[start:])
-                    del head[start:]
-                    decoder = JsonBase64Decoder()
-                add(decoder.feed(chunk))
-                if out_size >= FLUSH_SIZE or (out_size >= FIRST_FLUSH_SIZE and not written[0]):
-                    await flush()
+                writer.add(stream.feed(chunk))
+                if writer.flush_due():
+                    await writer.flush()
 
-        add(self._last_download_piece(method, rid, head, decoder))
-        await flush()
-        return written[0]
-
-    def _last_download_piece(
-        self, method: str, rid: int, head: bytearray, decoder: JsonBase64Decoder | None
-    ) -> bytes:
-        """The file bytes still to write once the answer has been read, after checking it.
-
-        The envelope around the streamed string is only complete at the end, so an error object
-        or a wrong id is found here, before the last bytes reach the sink.
-        """
-        if decoder is None:
-            # An error object, false/null/"" or an odd but valid document: parse it whole.
-            result = self.unwrap(method, self._parse_json(method, bytes(head)), rid)
-            if result in ("", False, None):
-                raise EmptyDownload(
-                    "no file data (missing, not allowed or storage error)", method=method
-                )
-            if not isinstance(result, str):
-                raise ProtocolError("download result is not a string", method=method)
-            return decode_whole(result)
-        if not decoder.done:
-            raise ServerError("the response ended inside the file data", method=method)
-        last = decoder.finish()
-        envelope = self._parse_json(method, bytes(head) + b'"' + decoder.tail)
-        self.unwrap(method, envelope, rid)
-        if decoder.base64_chars == 0:
-            raise EmptyDownload(
-                "no file data (missing, not allowed or storage error)", method=method
-            )
-        return last
+        writer.add(
+            stream.finish(lambda doc: self.unwrap(method, self._parse_json(method, doc), rid))
+        )
+        await writer.flush()
+        return writer.written
 
     async def upload(self, method: str, params: dict[str, Any], source: BinaryIO, size: int) -> Any:
         """Call a create* procedure with ``blob`` streamed from ``source``; the raw result.
 
-        The body is ``{..."params":{...,"blob":"<base64>"}}`` generated chunk by chunk, with a
-        Content-Length computed in advance (no chunked encoding). Never retried: if the answer
-        is lost the file may exist, so TransportError(request_sent=True) is raised instead.
+        The body is generated chunk by chunk (see streams.upload_body), with a Content-Length
+        computed in advance. Never retried: if the answer is lost the file may exist, so
+        TransportError(request_sent=True) is raised instead.
         """
         if size < 0:
             raise ValueError("size must be >= 0")
         rid = next(self._ids)
         self._calls[method] += 1
-        params_json = json.dumps(params, ensure_ascii=False, separators=(",", ":"))
-        try:
-            prefix = (
-                f'{{"jsonrpc":"2.0","method":{json.dumps(method)},"id":{rid},'
-                f'"params":{params_json[:-1]},"blob":"'
-            ).encode()
-        except UnicodeEncodeError:
-            raise Rejected("the filename is not valid UTF-8", method=method) from None
-        suffix = b'"}}'
-        length = len(prefix) + encoded_length(size) + len(suffix)
-
-        async def body() -> AsyncIterator[bytes]:
-            yield prefix
-            for step in iter_base64(source, size):
-                try:
-                    piece = await trio.to_thread.run_sync(step)
-                except EOFError as exc:
-                    raise SourceError(str(exc), method=method) from None
-                except OSError as exc:
-                    raise SourceError(f"reading the source failed: {exc}", method=method) from exc
-                yield piece
-            yield suffix
-
-        headers = {**_JSON_HEADERS, "Content-Length": str(length)}
+        length, body = upload_body(method, params, rid, source, size)
+        headers = {**JSON_HEADERS, "Content-Length": str(length)}
         data = await self._exchange(
-            method, body(), headers=headers, deadline=self._hard_deadline(length), request_id=rid
+            method, body, headers=headers, deadline=self._hard_deadline(length), request_id=rid
         )
         return self.unwrap(method, self._parse_json(method, data), rid)

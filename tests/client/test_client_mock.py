@@ -34,7 +34,8 @@ from kbfs.client import (
     SourceError,
     TransportError,
     normalise_endpoint,
-    transport,
+    streams,
+    wire,
 )
 
 TASK = Container(project_id=1, task_id=5)
@@ -661,8 +662,8 @@ async def test_download_hands_over_the_first_bytes_at_once() -> None:
         assert await client.download_file(TASK, 1, sink) == len(raw)
     assert sink.getvalue() == raw
     first, *middle, _last = sink.batches
-    assert transport.FIRST_FLUSH_SIZE <= first < transport.FIRST_FLUSH_SIZE + 16 * 1024
-    assert all(transport.FLUSH_SIZE <= n < transport.FLUSH_SIZE + 16 * 1024 for n in middle)
+    assert streams.FIRST_FLUSH_SIZE <= first < streams.FIRST_FLUSH_SIZE + 16 * 1024
+    assert all(streams.FLUSH_SIZE <= n < streams.FLUSH_SIZE + 16 * 1024 for n in middle)
 
 
 @pytest.mark.parametrize(
@@ -832,7 +833,7 @@ async def test_secret_never_logged_or_in_errors(
     ],
 )
 def test_response_parsing_answers_like_the_stdlib(body: bytes) -> None:
-    assert repr(transport._loads(body)) == repr(json.loads(body))
+    assert repr(wire.loads_json(body)) == repr(json.loads(body))
 
 
 @pytest.mark.parametrize("body", [b"{", b'{"a":1}x', b"<html>", b'"\xff"'])
@@ -840,4 +841,4 @@ def test_response_parsing_refuses_like_the_stdlib(body: bytes) -> None:
     with pytest.raises(ValueError):
         json.loads(body)
     with pytest.raises(ValueError):
-        transport._loads(body)
+        wire.loads_json(body)
