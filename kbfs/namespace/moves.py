@@ -71,15 +71,9 @@ def stage_move(
 ) -> Node:
     """A staging node for a move's upload: in no view; it carries what the move
     supersedes (the source, what the source and the target were already due to)."""
-    stage = ns.inodes.new_local(
-        name=name,
-        parent=dst_dir.ino,
-        project_id=dst_dir.project_id,
-        task_id=dst_dir.task_id,
-    )
+    stage = ns.content_node(dst_dir, name, pending)
     stage.linked = False
     stage.record = target.record if target is not None else None
-    stage.pending = pending
     if node.record is not None:
         stage.stale.append((node.container, node.record))
     if node.hides is not None:

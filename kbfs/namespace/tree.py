@@ -302,8 +302,8 @@ class Namespace:
         """Give ``node`` local content (copy-on-open, O_TRUNC), or take it away (settled)."""
         node.pending = pending
 
-    def new_local_file(self, dir_node: Node, name: str, pending: PendingFile) -> Node:
-        """A file created in this mount: shown at once, on the server once uploaded."""
+    def content_node(self, dir_node: Node, name: str, pending: PendingFile) -> Node:
+        """A new node for local content in ``dir_node``, in no view yet."""
         node = self.inodes.new_local(
             name=name,
             parent=dir_node.ino,
@@ -311,6 +311,11 @@ class Namespace:
             task_id=dir_node.task_id,
         )
         node.pending = pending
+        return node
+
+    def new_local_file(self, dir_node: Node, name: str, pending: PendingFile) -> Node:
+        """A file created in this mount: shown at once, on the server once uploaded."""
+        node = self.content_node(dir_node, name, pending)
         self.directory(dir_node.container).local[name] = node.ino
         return node
 
@@ -325,13 +330,7 @@ class Namespace:
     ) -> Node:
         """Unsaved content an earlier mount left in the spool: shown under its name again.
         The versions it supersedes stay hidden until its upload removes them."""
-        node = self.inodes.new_local(
-            name=name,
-            parent=dir_node.ino,
-            project_id=dir_node.project_id,
-            task_id=dir_node.task_id,
-        )
-        node.pending = pending
+        node = self.content_node(dir_node, name, pending)
         node.record = replaces
         for where, record in stale:
             node.stale.append((where, record))
