@@ -1,0 +1,1 @@
+"""Operations that combine the components: rename (mover) and rm (remover)."""

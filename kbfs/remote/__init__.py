@@ -1,0 +1,1 @@
+"""What the server says exists: listings of projects, tasks and attachments."""

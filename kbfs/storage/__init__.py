@@ -1,0 +1,1 @@
+"""Bytes on local disk: the spool (unsaved content) and the content cache (downloads)."""

@@ -1,0 +1,1 @@
+"""What exists at which name: nodes, directory views, name mapping (pure, synchronous)."""
