@@ -391,7 +391,7 @@ class Namespace:
         self.inodes.rekey(node, file_key(record))
         node.record = record
         if old is not None:
-            state.note_remove(old.id)
+            state.note_remove(old)
         state.note_add(record)
         state.ours.add(doom_key(record))
         if state.local.get(node.name) == node.ino:  # never another file's entry
@@ -429,13 +429,15 @@ class Namespace:
         self.directory(container).doomed.discard(doom_key(record))
 
     def forget_record(self, container: Container, old: FileRecord) -> None:
-        """``old`` is gone from the server (removed, or its id now names another file)."""
+        """``old`` is gone from the server (removed, or its id now names another file). A
+        listing answered later but asked before may still list it: the journal drops it."""
         state = self._dirs.get(container)
         if state is None:
             return
         state.doomed.discard(doom_key(old))
-        if old.id in state.records:
-            state.note_remove(old.id)
+        listed = old.id in state.records
+        state.note_remove(old)
+        if listed:
             self.rebuild(container)
 
     def add_lost(self, container: Container, entry: LostEntry) -> None:
@@ -460,7 +462,7 @@ class Namespace:
         """The user removed ``record``: it leaves the records; once it is ``gone`` it need not
         stay doomed (else its removal is queued and it stays hidden until then)."""
         state = self.directory(container)
-        state.note_remove(record.id)
+        state.note_remove(record)
         if gone:
             state.doomed.discard(doom_key(record))
 
@@ -472,7 +474,7 @@ class Namespace:
         where, hidden = node.hides
         state = self.directory(where)
         state.hidden.pop(hidden.id, None)
-        state.note_remove(hidden.id)
+        state.note_remove(hidden)
         node.hides = None
         return where, hidden
 
@@ -496,7 +498,7 @@ class Namespace:
         state = self.directory(container)
         node.linked = False
         if node.record is not None:
-            state.note_remove(node.record.id)
+            state.note_remove(node.record)
             state.doomed.add(doom_key(node.record))
         for name, ino in list(state.local.items()):
             if ino == node.ino:

@@ -13,9 +13,11 @@ import time
 from dataclasses import dataclass, field
 
 from kbfs.client.models import FileRecord
+from kbfs.namespace.nodes import same_file
 
 # One lost create: (name, wall-clock time sent, size, sha256 or None).
 LostEntry = tuple[str, float, int, str | None]
+JournalEntry = tuple[int, float, FileRecord | None, int, FileRecord | None]
 
 
 @dataclass(eq=False)
@@ -37,30 +39,38 @@ class ContainerDir:
     # This mount's own changes, numbered: a listing requested before a change and answered
     # after it must not undo it (an upload vanishing, a removed file coming back).
     generation: int = 0
-    journal: list[tuple[int, float, FileRecord | None, int]] = field(default_factory=list)
+    # (generation, time, the record added or None, file id, the version removed or None)
+    journal: list[JournalEntry] = field(default_factory=list)
 
     def note_add(self, record: FileRecord) -> None:
         self.records[record.id] = record
-        self._log(record, record.id)
+        self._log(record, record.id, None)
 
-    def note_remove(self, file_id: int) -> None:
-        self.records.pop(file_id, None)
-        self._log(None, file_id)
+    def note_remove(self, record: FileRecord) -> None:
+        """This version left the directory (removed, superseded, moved away). A listing
+        asked before and answered after this still lists it: the replay drops that version
+        only, never another file that reused its id."""
+        current = self.records.get(record.id)
+        if current is not None and same_file(current, record):
+            del self.records[record.id]
+        self._log(None, record.id, record)
 
-    def _log(self, record: FileRecord | None, file_id: int) -> None:
+    def _log(self, added: FileRecord | None, file_id: int, removed: FileRecord | None) -> None:
         self.generation += 1
         now = time.monotonic()
-        self.journal.append((self.generation, now, record, file_id))
+        self.journal.append((self.generation, now, added, file_id, removed))
         if len(self.journal) > 64:
             self.journal = [e for e in self.journal if now - e[1] < 300]
 
     def apply_fetch(self, records: list[FileRecord], since: int) -> None:
         """Take a fetched listing, then replay our changes made while it was in flight."""
         self.records = {r.id: r for r in records}
-        for gen, _when, record, file_id in self.journal:
+        for gen, _when, added, file_id, removed in self.journal:
             if gen <= since:
                 continue
-            if record is None:
-                self.records.pop(file_id, None)
-            else:
-                self.records[file_id] = record
+            if added is not None:
+                self.records[file_id] = added
+                continue
+            current = self.records.get(file_id)
+            if current is not None and removed is not None and same_file(current, removed):
+                del self.records[file_id]

@@ -54,7 +54,11 @@ class CleanupQueue:
 
     def begin(self, entries: list[Placed]) -> None:
         """Removals about to run: written down before the spool entry that knew of them
-        goes (every save includes them until ``end``: other tasks save too)."""
+        goes (every save includes them until ``end``: other tasks save too). The files are
+        hidden from now on: a listing answered before a removal completes still lists them,
+        and a superseded version must never take its name back (read-your-writes)."""
+        for container, record in entries:
+            self.ns.doom(container, record)
         self.under_way += entries
         self.save()
 

@@ -399,3 +399,23 @@ async def test_task_files_of_another_project_are_not_confused(rig: Rig) -> None:
     rig.expire_listings()
     rig.kb.add_file(other, "q.txt", b"beta one")
     assert await rig.read(other, "q.txt") == b"beta one"
+
+
+async def test_a_listing_answered_while_the_old_version_is_removed_never_shows_it(
+    rig: Rig,
+) -> None:
+    """Read-your-writes: a listing sent after the new version was confirmed and answered
+    before the superseded one is gone lists both; the mount still shows only the save."""
+    rig.kb.add_file(rig.tasks, "doc.txt", b"version 1")
+    await rig.ls(rig.tasks)
+    gate = rig.kb.gate("remove_file")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rig.save, rig.tasks, "doc.txt", b"version 2")
+        await gate.reached.wait()  # confirmed; the old version is still on the server
+        await rig.vfs.refresh(await rig.dir(rig.tasks))  # a listing showing both
+        assert sorted(rig.kb.names(rig.tasks)) == ["doc.txt", "doc.txt"]
+        assert await rig.ls(rig.tasks) == ["doc.txt"]
+        assert await rig.read(rig.tasks, "doc.txt") == b"version 2"
+        gate.release()
+    assert rig.kb.contents(rig.tasks) == {"doc.txt": b"version 2"}
+    assert await rig.read(rig.tasks, "doc.txt") == b"version 2"

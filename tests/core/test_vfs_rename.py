@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 
+import trio
+
 from kbfs.client.errors import ServerError, TransportError
 from kbfs.client.models import Container
 
@@ -175,3 +177,23 @@ async def test_renaming_a_scratch_file_to_a_real_name_uploads_it(rig: Rig) -> No
     dir_ino = await rig.dir(rig.tasks)
     await rig.vfs.rename(dir_ino, ".doc.txt.swp", dir_ino, "rescued.txt", 0)
     assert rig.kb.contents(rig.tasks) == {"rescued.txt": b"swap content"}
+
+
+async def test_a_listing_answered_during_the_move_never_shows_the_source_again(
+    rig: Rig,
+) -> None:
+    """After ``mv a b`` the source never comes back, even when a listing is answered between
+    the upload at ``b`` and the removal of ``a`` (it lists both)."""
+    rig.kb.add_file(rig.tasks, "a.txt", b"moving")
+    dir_ino = await rig.dir(rig.tasks)
+    await rig.vfs.lookup(dir_ino, "a.txt")
+    gate = rig.kb.gate("remove_file")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rig.vfs.rename, dir_ino, "a.txt", dir_ino, "b.txt", 0)
+        await gate.reached.wait()  # b.txt is confirmed, a.txt still on the server
+        await rig.vfs.refresh(dir_ino)
+        assert sorted(rig.kb.names(rig.tasks)) == ["a.txt", "b.txt"]
+        assert "a.txt" not in await rig.ls(rig.tasks)
+        gate.release()
+    assert await rig.ls(rig.tasks) == ["b.txt"]
+    assert await rig.read(rig.tasks, "b.txt") == b"moving"

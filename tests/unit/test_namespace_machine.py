@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -76,7 +77,9 @@ class NamespaceMachine(RuleBasedStateMachine):
         self.server = Server()
         self.in_flight: list[tuple[Container, list[FileRecord], int]] = []
         self.seen: dict[int, Node] = {}  # every inode ever handed out, and its node
-        self.removing: list[tuple[Container, FileRecord]] = []  # queued removals
+        self.removing: list[tuple[Container, FileRecord]] = []  # queued or under way
+        # Versions this mount superseded, moved away or removed: never to be shown again.
+        self.gone: set[tuple[Container, tuple[str, str, int, str]]] = set()
 
     # ------------------------------------------------------------------ helpers
 
@@ -90,8 +93,10 @@ class NamespaceMachine(RuleBasedStateMachine):
     def dir_node(self, container: Container) -> Node:
         return self.ns.dir_node(container)
 
-    def upload(self, node: Node, *, removal_fails: bool = False) -> FileRecord:
-        """What Uploader._send_locked and the removals after it do to the namespace."""
+    def upload(self, node: Node, *, removal_now: bool = True) -> FileRecord:
+        """What Uploader._send_locked and the removals after it do to the namespace: the
+        superseded versions are hidden at once (CleanupQueue.begin), then removed now, or
+        later (a removal still under way, or failed and queued: ``retry_removals``)."""
         container = node.container
         name = self.ns.server_name(node)
         record = self.server.create(container, name)
@@ -100,15 +105,16 @@ class NamespaceMachine(RuleBasedStateMachine):
         replaced = [(container, old)] if old is not None else []
         replaced += self.ns.take_stale(node)
         replaced += self.ns.unhide(container, name)
+        replaced = [(c, r) for c, r in replaced if not (c == container and r.id == record.id)]
         for where, stale in replaced:
-            if stale.id == record.id and where == container:
-                continue
-            if removal_fails:
-                self.ns.doom(where, stale)
-                self.removing.append((where, stale))
-            else:
+            self.ns.doom(where, stale)
+            self.gone.add((where, file_key(stale)))
+        for where, stale in replaced:
+            if removal_now:
                 self.server.remove(where, stale)
                 self.ns.forget_record(where, stale)
+            else:
+                self.removing.append((where, stale))
         if node.pending is not None:
             node.pending.dirty = False  # type: ignore[attr-defined]
             if node.open_handles == 0:
@@ -121,6 +127,12 @@ class NamespaceMachine(RuleBasedStateMachine):
     def request_listing(self, container: Container) -> None:
         records = list(self.server.files[container].values())
         self.in_flight.append((container, records, self.ns.generation(container)))
+
+    @rule(container=st.sampled_from(CONTAINERS))
+    def listing(self, container: Container) -> None:
+        """A listing asked and answered with nothing in between."""
+        records = list(self.server.files[container].values())
+        self.ns.apply_listing(container, records, self.ns.generation(container))
 
     @precondition(lambda self: self.in_flight)
     @rule(data=st.data())
@@ -159,12 +171,16 @@ class NamespaceMachine(RuleBasedStateMachine):
         else:
             node.pending.dirty = True  # type: ignore[attr-defined]
 
-    @rule(container=st.sampled_from(CONTAINERS), data=st.data(), fails=st.booleans())
-    def save(self, container: Container, data: st.DataObject, fails: bool) -> None:
+    @rule(container=st.sampled_from(CONTAINERS), data=st.data(), removal_now=st.booleans())
+    def save(self, container: Container, data: st.DataObject, removal_now: bool) -> None:
+        """open, write, close: the new version is uploaded."""
         picked = self.pick(data, container)
-        if picked is None or picked[1].pending is None or self.ns.is_scratch(picked[1]):
+        if picked is None or self.ns.is_scratch(picked[1]):
             return
-        self.upload(picked[1], removal_fails=fails)
+        node = picked[1]
+        if node.pending is None:
+            self.ns.set_pending(node, FakePending())  # type: ignore[arg-type]
+        self.upload(node, removal_now=removal_now)
 
     @rule(container=st.sampled_from(CONTAINERS), data=st.data())
     def save_answer_lost(self, container: Container, data: st.DataObject) -> None:
@@ -207,6 +223,7 @@ class NamespaceMachine(RuleBasedStateMachine):
         if node.record is not None:
             self.server.remove(container, node.record)
             self.ns.removed_on_server(container, node.record, gone=True)
+            self.gone.add((container, file_key(node.record)))
         for where, stale in self.ns.take_stale(node):
             self.server.remove(where, stale)
             self.ns.forget_record(where, stale)
@@ -331,6 +348,14 @@ class NamespaceMachine(RuleBasedStateMachine):
                 assert hidden is None or file_key(hidden) != file_key(record)
 
     @invariant()
+    def what_this_mount_removed_or_superseded_never_shows_again(self) -> None:
+        for container in CONTAINERS:
+            for ino in self.ns.directory(container).entries.values():
+                record = self.ns.node(ino).record
+                assert record is not None
+                assert (container, file_key(record)) not in self.gone, f"file {record.id} is back"
+
+    @invariant()
     def unsaved_bytes_stay_reachable(self) -> None:
         for node in self.ns.inodes:
             pending = node.pending
@@ -339,6 +364,6 @@ class NamespaceMachine(RuleBasedStateMachine):
 
 
 NamespaceMachine.TestCase.settings = settings(
-    max_examples=200, stateful_step_count=40, deadline=None
+    max_examples=600, stateful_step_count=30, deadline=None
 )
-test_namespace_invariants = NamespaceMachine.TestCase
+test_namespace_invariants = pytest.mark.timeout(300)(NamespaceMachine.TestCase)
