@@ -60,9 +60,10 @@ class _Download:
 class _ProgressSink:
     """An unbuffered file sink that publishes how many bytes are on disk."""
 
-    def __init__(self, fd: int, download: _Download) -> None:
+    def __init__(self, fd: int, download: _Download, limit: int) -> None:
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._download = download
+        self._limit = limit  # the record's size: more than that is not this file
 
     def write(self, data: bytes) -> int:
         self.writelines((data,))
@@ -75,6 +76,12 @@ class _ProgressSink:
                 n = self._file.write(view)
                 view = view[n:]
         self._download.progress = self._file.tell()
+        if self._download.progress > self._limit:
+            # Another file's bytes (a same-second collision, API-FACTS §7) or a server that
+            # never stops: end the download now rather than fill the disk.
+            raise FsError(
+                f"the server sent more than the record's {self._limit} bytes; not served"
+            )
         # Wake readers now rather than at their next poll. RuntimeError: called on the trio
         # thread itself, not from a worker thread.
         with contextlib.suppress(RuntimeError):
@@ -114,14 +121,18 @@ class Opened:
     async def wait_for(self, end: int, stall_timeout: float = 30.0) -> None:
         """Return once bytes up to ``end`` (capped at the file size) are on disk.
 
-        Fails with EIO if the download fails, or makes no progress for ``stall_timeout``.
+        A read that reaches the end of the file waits for the whole download and its size
+        check: the first bytes of a file are served as they arrive, but no reader sees a
+        complete file that the check then refuses. Fails with EIO if the download fails, or
+        makes no progress for ``stall_timeout``.
         """
         download = self.download
         if download is None:
             return
         end = min(end, self.size)
+        whole = end >= self.size
         seen, since = download.progress, trio.current_time()
-        while download.progress < end and not download.done.is_set():
+        while (whole or download.progress < end) and not download.done.is_set():
             changed = download.changed
             with trio.move_on_after(0.05):  # the sink also wakes us; this is a safety net
                 await changed.wait()
@@ -129,7 +140,7 @@ class Opened:
                 seen, since = download.progress, trio.current_time()
             elif trio.current_time() - since > stall_timeout:
                 raise FsError(f"the download stalled for {stall_timeout:g} s")
-        if download.error is not None and download.progress < end:
+        if download.error is not None and (whole or download.progress < end):
             raise FsError(f"download failed: {download.error}")
 
 
@@ -258,7 +269,7 @@ class ContentCache:
         final = self.path_for(record)
         part = download.part
         try:
-            sink = _ProgressSink(fd, download)
+            sink = _ProgressSink(fd, download, record.size)
             try:
                 written = await self.client.download_file(container, record.id, sink)  # type: ignore[arg-type]
             finally:

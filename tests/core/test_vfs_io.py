@@ -7,7 +7,6 @@ import errno
 import os
 from pathlib import Path
 
-import pytest
 import trio
 
 from kbfs.client.errors import PermissionDenied, ServerError, TransportError
@@ -71,11 +70,6 @@ async def test_a_collision_with_shorter_bytes_is_never_served(rig: Rig) -> None:
     assert await rig.read(rig.tasks, f"dup (#{first + 1}).txt") == b"short"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a progressive read is served once enough bytes arrived, even though the"
-    " download then fails its size check: the reader gets the other file's bytes",
-)
 async def test_a_collision_with_longer_bytes_is_never_served(rig: Rig) -> None:
     rig.kb.dates.freeze()
     rig.kb.add_file(rig.tasks, "dup.txt", b"short")

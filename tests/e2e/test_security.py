@@ -66,3 +66,22 @@ def test_a_size_that_does_not_match_the_bytes_is_refused(kb, mounter: Mounter) -
     assert r.returncode != 0 and b"Input/output error" in r.stderr
     assert run("cat", d / names[0]).stdout == b"second\n"
     assert "server sent 7 bytes, its record says 22" in m.log_text()
+
+
+def test_bytes_beyond_the_record_size_are_never_served(kb, mounter: Mounter) -> None:  # type: ignore[no-untyped-def]
+    """The other way round: the first row announces fewer bytes than its storage now holds.
+    Serving its first ``size`` bytes would serve another file's content as this one: `cat`
+    fails instead and prints nothing, and the download stops at the first byte too many."""
+    p = kb.project("p")
+    t = kb.task(p, "t")
+    kb.wait_until_second_boundary()
+    kb.upload_task_file(p, t, "same.txt", b"short\n")
+    second = kb.upload_task_file(p, t, "same.txt", b"the second, longer content\n")
+    m = mounter(kb)
+    m.allow_errors = True
+    d = m.p("projects", p, "tasks", t)
+    assert sorted(os.listdir(d)) == [f"same (#{second}).txt", "same.txt"]
+    r = run("cat", d / "same.txt", check=False)  # 6 bytes announced, 27 stored
+    assert r.returncode != 0 and b"Input/output error" in r.stderr
+    assert r.stdout == b""
+    assert "more than the record's 6 bytes" in m.log_text()
