@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import mmap
 import os
 import time
@@ -48,6 +49,8 @@ from kbfs.upload.recovery import Recovery
 from kbfs.upload.uploader import Uploader
 
 __all__ = ["DEFAULT_LOCAL_NAMES", "Attr", "Handle", "Vfs", "VfsConfig"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,8 +139,16 @@ class Vfs:
         task_status.started()
         while True:
             await trio.sleep(self.recovery.interval)
+            await self.background_pass()
+
+    async def background_pass(self) -> None:
+        """One pass of the background loop. Whatever goes wrong in it is logged and tried
+        again at the next pass: an exception here would otherwise end the whole mount."""
+        try:
             await self.recovery.retry_once()
             self.reclaim_if_due()
+        except Exception:
+            log.exception("background pass failed; trying again in %g s", self.recovery.interval)
 
     # ------------------------------------------------------------------ helpers
 

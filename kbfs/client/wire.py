@@ -46,8 +46,13 @@ def loads_json(body: bytes) -> Any:
     as ``"\\ud800"``, a number beyond a double's range), so the answers stay the same."""
     try:
         return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return json.loads(body)
+    except orjson.JSONDecodeError as refused:
+        try:
+            return json.loads(body)
+        except RecursionError:
+            # A hostile reply ("[" x 100,000): a parse failure like any other, never an
+            # exception that callers expecting ValueError would let through.
+            raise ValueError("the response nests too deeply") from refused
 
 
 def is_idempotent(method: str) -> bool:

@@ -842,3 +842,12 @@ def test_response_parsing_refuses_like_the_stdlib(body: bytes) -> None:
         json.loads(body)
     with pytest.raises(ValueError):
         wire.loads_json(body)
+
+
+def test_a_reply_nested_too_deeply_is_a_parse_failure() -> None:
+    """``[`` x 100,000 makes the stdlib parser raise RecursionError: it must surface as the
+    ValueError every caller handles (the transport turns it into a ServerError)."""
+    from kbfs.client.wire import loads_json
+
+    with pytest.raises(ValueError, match="nests too deeply"):
+        loads_json(b"[" * 100_000)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
+import pytest
+
 from kbfs.client.errors import TransportError
 
 try:
@@ -93,3 +95,19 @@ async def test_content_replaced_under_a_reused_id_goes_to_recovery(rig: Rig) -> 
     again = await _edit_then_crash_while_another_client_replaces(rig, reuse_id=True)
     assert rig.kb.names(rig.tasks) == ["doc.txt"]
     assert len(again.vfs.status()["recovered"]) == 1  # type: ignore[arg-type]
+
+
+async def test_an_unexpected_error_in_the_background_pass_is_logged_not_fatal(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing the background loop meets may end the mount: it logs and tries again."""
+    rig.kb.lose_answer("create_file")
+    await raises_errno(errno.EIO, rig.save(rig.tasks, "doc.txt", b"draft"))
+    await rig.vfs.unlink(await rig.dir(rig.tasks), "doc.txt")  # the sweep resolves its copy
+    rig.kb.fail("list_files", RuntimeError("a bug or a reply nobody expected"))
+    await rig.vfs.background_pass()
+    assert "background pass failed" in caplog.text
+    assert len(rig.kb.records(rig.tasks)) == 1  # the lost copy, still there
+    await rig.vfs.background_pass()
+    await rig.vfs.background_pass()  # the sweep queued the copy; the queue removes it
+    assert rig.kb.records(rig.tasks) == []
