@@ -79,9 +79,7 @@ class _ProgressSink:
         if self._download.progress > self._limit:
             # Another file's bytes (a same-second collision, API-FACTS §7) or a server that
             # never stops: end the download now rather than fill the disk.
-            raise FsError(
-                f"the server sent more than the record's {self._limit} bytes; not served"
-            )
+            raise FsError(f"the server sent more than the record's {self._limit} bytes; not served")
         # Wake readers now rather than at their next poll. RuntimeError: called on the trio
         # thread itself, not from a worker thread.
         with contextlib.suppress(RuntimeError):
