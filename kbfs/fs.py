@@ -18,10 +18,8 @@ content never changes.
 
 from __future__ import annotations
 
-import bisect
 import errno
 import functools
-import itertools
 import logging
 import os
 from collections import Counter
@@ -73,10 +71,6 @@ def fuse_errors(
             raise pyfuse3.FUSEError(number) from None
 
     return wrapper
-
-
-def _entry_ino(entry: tuple[str, Node]) -> int:
-    return entry[1].ino
 
 
 def _name(raw: bytes) -> str:
@@ -215,14 +209,13 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        # Entries are sorted by inode and the inode is the position key: stable even if the
-        # directory changes between calls (never a list index). A listing of 100,000 files
-        # takes ~30 calls: each starts by bisecting, not by skipping what earlier ones sent.
-        entries = self.vfs.dir_entries(fh)
-        start = bisect.bisect_right(entries, start_id, key=_entry_ino) if start_id else 0
-        for name, node in itertools.islice(entries, start, None):
+        # Positions are inodes of opendir's entries: stable even if the directory changes
+        # between calls (never a list index). A listing of 100,000 files takes ~30 calls:
+        # each starts by bisecting, not by skipping what earlier ones sent. Each entry names
+        # the node its name shows now (see Vfs.dir_entries): no await in this loop.
+        for name, node, position in self.vfs.dir_entries(fh, start_id):
             entry = self._node_entry(node)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry, node.ino):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry, position):
                 break
             self.vfs.remember(node)  # READDIRPLUS: each accepted entry is a lookup
 

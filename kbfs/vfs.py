@@ -13,13 +13,15 @@ says which lock guards what.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
+import itertools
 import logging
 import mmap
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +50,9 @@ from kbfs.storage.spool import Spool
 from kbfs.upload.recovery import Recovery
 from kbfs.upload.uploader import Uploader
 
-__all__ = ["DEFAULT_LOCAL_NAMES", "Attr", "Handle", "Vfs", "VfsConfig"]
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_LOCAL_NAMES", "Attr", "DirHandle", "Handle", "Vfs", "VfsConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,20 @@ class VfsConfig:
     local_names: tuple[str, ...] = DEFAULT_LOCAL_NAMES
     op_timeout: float = 30.0  # bound on one listing, retries included
     kernel_cache_timeout: float = 1.0  # how long the kernel trusts a name or attributes
+
+
+@dataclass(eq=False)
+class DirHandle:
+    """An open directory: what its opendir listed, sorted by inode. The inodes are the readdir
+    positions (stable whatever changes meanwhile); which node a name shows is asked again at
+    each readdir (see ``Vfs.dir_entries``)."""
+
+    dir: Node
+    entries: list[tuple[str, Node]]
+
+
+def _entry_ino(entry: tuple[str, Node]) -> int:
+    return entry[1].ino
 
 
 @dataclass(eq=False)
@@ -126,7 +144,7 @@ class Vfs:
         )
         self.remover = Remover(self.ns, self.uploader)
         self._handles: dict[int, Handle] = {}
-        self._dir_handles: dict[int, list[tuple[str, Node]]] = {}
+        self._dir_handles: dict[int, DirHandle] = {}
         self._next_fh = 1
         self._reclaim_mark = 0  # inodes.forgotten at the last reclaim pass
         self._reclaimed_at = clock()
@@ -207,13 +225,33 @@ class Vfs:
 
     async def opendir(self, ino: int) -> int:
         entries = await self.list_dir(ino)
-        entries.sort(key=lambda e: e[1].ino)
+        entries.sort(key=_entry_ino)
         fh = self._alloc_fh()
-        self._dir_handles[fh] = entries
+        self._dir_handles[fh] = DirHandle(self.node(ino), entries)
         return fh
 
-    def dir_entries(self, fh: int) -> list[tuple[str, Node]]:
-        return self._dir_handles[fh]
+    def dir_entries(self, fh: int, start_id: int = 0) -> Iterator[tuple[str, Node, int]]:
+        """What a readdir of an open directory replies from position ``start_id`` on:
+        (name, the node that name shows now, the entry's position).
+
+        The names and positions are opendir's, the nodes are asked of the namespace at the
+        moment each entry is replied. A READDIRPLUS entry becomes a kernel dentry (replacing
+        the one the kernel had), and the kernel applies renames, rms and creates of the
+        directory between opendir and readdir, or between two readdir calls: an entry from
+        the opendir snapshot would point the name back at the inode a rename moved away
+        (``open(name, "wb")`` then writes into the other name) or an rm removed (the open
+        fails with ENOENT). A name that is gone meanwhile is not replied. Lazy: the caller
+        replies each entry before the next is looked at, with no await in between.
+        """
+        handle = self._dir_handles[fh]
+        entries = handle.entries
+        start = bisect.bisect_right(entries, start_id, key=_entry_ino) if start_id else 0
+        for name, listed in itertools.islice(entries, start, None):
+            node = self.ns.shown_at(handle.dir, name, listed)
+            if node is None:
+                log.debug("readdir: %r went after opendir; not replied", name)
+                continue
+            yield name, node, listed.ino
 
     def releasedir(self, fh: int) -> None:
         self._dir_handles.pop(fh, None)
@@ -488,6 +526,6 @@ class Vfs:
             return None
         self.uploader.drop_idle_locks()
         reachable: set[int] = set()
-        for entries in self._dir_handles.values():  # what a readdir still to come may reply
-            reachable.update(node.ino for _, node in entries)
+        for handle in self._dir_handles.values():  # what a readdir still to come may reply
+            reachable.update(node.ino for _, node in handle.entries)
         return self.ns.reclaim(reachable)

@@ -96,7 +96,12 @@ def complete_move(
 ) -> tuple[PendingFile | None, PendingFile | None]:
     """A move's upload is confirmed: the moved node (the inode the kernel now shows at
     the new name) takes the staging node's identity. Returns the source's spool entry
-    (to discard) and the stage's (its bytes are the new content), for the caller."""
+    (to discard) and the stage's (its bytes are the new content), for the caller.
+
+    A source still open for writing (its content already saved: the kernel sends the
+    release of a closed file after close() returned, so a rename right after a save finds
+    its writer still counted) keeps its spool entry: its handles write into it, and it
+    holds the very bytes now uploaded at the target, so it stays clean until they do."""
     record = stage.record
     assert record is not None
     source = node.record
@@ -110,7 +115,9 @@ def complete_move(
     if target is not None:
         ns.replace(target)
         target.stale = []
-    old_pending, node.pending = node.pending, None
+    old_pending = None
+    if not node.writers:
+        old_pending, node.pending = node.pending, None
     node.stale = []
     staged, stage.pending = stage.pending, None
     stage.discarded = True

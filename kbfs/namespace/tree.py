@@ -98,6 +98,21 @@ class Namespace:
         view.update(state.local)
         return view
 
+    def shown_at(self, dir_node: Node, name: str, listed: Node) -> Node | None:
+        """The node ``dir_node`` shows as ``name`` now, or None; ``listed`` is the node an
+        earlier listing showed there (an open directory's entry). File directories change
+        under an open directory; the fixed tree's nodes never change meaning, so ``listed``
+        stands for theirs."""
+        if not dir_node.type.holds_files:
+            return listed
+        state = self._dirs.get(dir_node.container)
+        if state is None:
+            return None
+        ino = state.local.get(name)  # as in view(): a local file takes its name first
+        if ino is None:
+            ino = state.entries.get(name)
+        return None if ino is None else self.inodes.get(ino)
+
     def listed(self, container: Container, record: FileRecord) -> bool:
         """Whether the directory's current records show this very version."""
         state = self._dirs.get(container)

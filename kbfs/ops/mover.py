@@ -6,8 +6,11 @@ Three cases, decided in ``_attempt``:
 - a scratch name (vim's ``doc.txt`` -> ``doc.txt~``), empty content: the file simply moves in
   this mount; a server file it stood for stays on the server, hidden, until a new version of
   its name is uploaded or the scratch file is removed;
-- a file still open for writing: it moves at once in the mount, and its writers' close uploads
-  it under the new name (the ``.goutputstream-XXXXXX`` pattern; rclone does the same);
+- a file still open for writing with unsaved bytes: it moves at once in the mount, and its
+  writers' close uploads it under the new name (the ``.goutputstream-XXXXXX`` pattern; rclone
+  does the same). Only with unsaved bytes: the kernel sends a release after close() returned,
+  so a file saved and closed just before is often still counted as open for writing, and no
+  close will come to upload it;
 - anything else: the content is uploaded at the target through a staging node that is in no
   view; only once that is confirmed does the moved node take its place. A failure changes
   nothing the user can see (POSIX).
@@ -108,8 +111,7 @@ class Mover:
             await self.uploader.open_for_change(node, truncate=False)
             self._move_in_mount(node, dst_dir, name_new, target)
             return True
-        if node.writers:
-            assert node.pending is not None
+        if node.writers and node.pending is not None and node.pending.dirty:
             moves.move_open_file(self.ns, node, dst_dir, name_new, target)
             if target is not None:
                 self.uploader.settle(target)
@@ -174,6 +176,10 @@ class Mover:
             self.uploader.settle(target)
         if old is not None:
             self.spool.discard(old)
+        elif node.pending is not None:
+            # Kept for the handles still open for writing: the server has these bytes at the
+            # target now, so no later mount may take it for unsaved content of the old name.
+            self.spool.release_data(node.pending)
         if staged is not None:  # not settled yet: its bytes are the new content
             self.content.adopt(record, self.spool.release_data(staged))
 
