@@ -126,6 +126,7 @@ class Vfs:
         self.spool = spool
         self.clock = clock
         self.mounted_ns = time.time_ns()
+        self._owner = Owner(config.uid, config.gid, config.umask)
         self.ns = Namespace(config.local_names)
         self.inodes = self.ns.inodes
         policy = RefreshPolicy(config.dir_ttl, config.op_timeout, config.user_id)
@@ -195,8 +196,9 @@ class Vfs:
             raise AccessDenied(f"project {node.project_id} is read-only for this user")
 
     def remember(self, node: Node) -> None:
-        """The kernel took a reference to ``node`` (lookup, create, readdirplus entry)."""
-        self.inodes.add_lookups(node)
+        """The kernel took a reference to ``node`` (lookup, create, readdirplus entry): once
+        per entry of a readdir, so kept to one attribute update."""
+        node.lookups += 1
 
     def forget(self, ino: int, count: int) -> None:
         self.inodes.forget(ino, count)
@@ -246,8 +248,9 @@ class Vfs:
         handle = self._dir_handles[fh]
         entries = handle.entries
         start = bisect.bisect_right(entries, start_id, key=_entry_ino) if start_id else 0
+        now = self.ns.shown_now(handle.dir)
         for name, listed in itertools.islice(entries, start, None):
-            node = self.ns.shown_at(handle.dir, name, listed)
+            node = now(name, listed)
             if node is None:
                 log.debug("readdir: %r went after opendir; not replied", name)
                 continue
@@ -268,9 +271,8 @@ class Vfs:
         return self.attr(self.node(ino))
 
     def attr(self, node: Node) -> Attr:
-        owner = Owner(self.config.uid, self.config.gid, self.config.umask)
         read_only = self._is_read_only(node.project_id)
-        return attributes.attr_of(node, owner, read_only, self.mounted_ns)
+        return attributes.attr_of(node, self._owner, read_only, self.mounted_ns)
 
     def xattrs(self, ino: int) -> dict[str, bytes]:
         node = self.node(ino)
