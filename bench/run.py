@@ -94,7 +94,9 @@ def kbfs_source() -> str:
         text=True,
         check=False,
     ).stdout.strip()
-    return f"{src}" + (f" ({rev})" if rev else "")
+    # Never the machine's path in the output (it goes into README and RESULTS.md).
+    where = "this checkout" if src.resolve() == ROOT.resolve() else f"checkout {src.name}"
+    return where + (f" ({rev})" if rev else "")
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
