@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from kbfs.client.models import Container, FileRecord, Kind
 from kbfs.errors import NoEntry
@@ -54,6 +54,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Placed = tuple[Container, FileRecord]  # a server file and the directory that holds it
+
+
+class ListingTicket(NamedTuple):
+    """When a listing was asked: this mount's change generation then, and its place in the
+    order listings of that directory were asked."""
+
+    generation: int
+    asked: int
 
 
 class Namespace:
@@ -215,15 +223,28 @@ class Namespace:
 
     # ------------------------------------------------------------------ listings
 
-    def generation(self, container: Container) -> int:
-        """Where this mount's own changes of a directory stand (see ``apply_listing``)."""
-        return self.directory(container).generation
+    def listing_asked(self, container: Container) -> ListingTicket:
+        """A listing of ``container`` is about to be asked: the ticket its answer is applied
+        with (see ``apply_listing``)."""
+        state = self.directory(container)
+        state.asked += 1
+        return ListingTicket(state.generation, state.asked)
 
-    def apply_listing(self, container: Container, records: list[FileRecord], since: int) -> None:
-        """Take a fetched listing requested at generation ``since``: this mount's own changes
-        made while it was in flight are replayed on top, then the entries are rebuilt."""
-        self.directory(container).apply_fetch(records, since)
+    def apply_listing(
+        self, container: Container, records: list[FileRecord], ticket: ListingTicket
+    ) -> bool:
+        """Take a fetched listing: this mount's own changes made while it was in flight are
+        replayed on top, then the entries are rebuilt. An answer to a listing asked before
+        one already applied is dropped (False): it would undo what the newer one showed (a
+        file another client added, taken for deleted: unsaved edits of it would then be
+        uploaded as a new file beside it)."""
+        state = self.directory(container)
+        if ticket.asked < state.applied:
+            return False
+        state.applied = ticket.asked
+        state.apply_fetch(records, ticket.generation)
         self.rebuild(container)
+        return True
 
     def rebuild(self, container: Container) -> None:
         """Rebuild a directory's entries from its server records (see kbfs.namespace.names).

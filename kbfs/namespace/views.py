@@ -39,6 +39,11 @@ class ContainerDir:
     # This mount's own changes, numbered: a listing requested before a change and answered
     # after it must not undo it (an upload vanishing, a removed file coming back).
     generation: int = 0
+    # Listings asked so far, and the newest (by asking order) applied: an answer older than
+    # one already applied carries older news and is dropped (a batched prefetch and a single
+    # refresh can cross).
+    asked: int = 0
+    applied: int = 0
     # (generation, time, the record added or None, file id, the version removed or None)
     journal: list[JournalEntry] = field(default_factory=list)
 

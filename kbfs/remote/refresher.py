@@ -198,7 +198,7 @@ class Refresher:
         async with listing.lock:
             if not force and self._fresh(listing):
                 return listing
-            since = self.ns.generation(container)
+            ticket = self.ns.listing_asked(container)
             try:
                 records = await self._bounded(self.client.list_files(container))
             except OUTAGE as exc:
@@ -206,7 +206,7 @@ class Refresher:
                     return listing
                 raise
             self.listings += 1
-            self.ns.apply_listing(container, records, since)
+            self.ns.apply_listing(container, records, ticket)
             listing.fetched_at = self.clock()
             listing.failing = False
         return listing
@@ -221,7 +221,7 @@ class Refresher:
         stale = [n for n in dir_nodes if not self._fresh(self.listing(n.container))]
         if len(stale) < 2:
             return
-        since = {n.ino: self.ns.generation(n.container) for n in stale}
+        tickets = {n.ino: self.ns.listing_asked(n.container) for n in stale}
         try:
             results = await self.client.list_files_many([n.container for n in stale])
         except KanboardError as exc:
@@ -234,6 +234,6 @@ class Refresher:
             listing = self.listing(dir_node.container)
             if self._fresh(listing) or listing.lock.locked():
                 continue
-            self.ns.apply_listing(dir_node.container, result, since[dir_node.ino])
+            self.ns.apply_listing(dir_node.container, result, tickets[dir_node.ino])
             listing.fetched_at = now
         self.listings += 1

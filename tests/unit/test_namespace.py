@@ -47,9 +47,9 @@ def saved_over(ns: Namespace, old: FileRecord, new: FileRecord) -> None:
 def test_a_listing_answered_before_the_removal_completes_hides_the_old_version() -> None:
     ns = Namespace(DEFAULT_LOCAL_NAMES)
     old, new = record(1), record(2, date=1_001)
-    ns.apply_listing(TASK, [old], ns.generation(TASK))
+    ns.apply_listing(TASK, [old], ns.listing_asked(TASK))
     saved_over(ns, old, new)
-    ns.apply_listing(TASK, [old, new], ns.generation(TASK))  # asked after the save
+    ns.apply_listing(TASK, [old, new], ns.listing_asked(TASK))  # asked after the save
     assert shown(ns) == {"doc.txt": 2}
     ns.forget_record(TASK, old)  # removed
     assert shown(ns) == {"doc.txt": 2}
@@ -58,9 +58,9 @@ def test_a_listing_answered_before_the_removal_completes_hides_the_old_version()
 def test_a_listing_asked_before_the_removal_and_answered_after_it_hides_the_old_version() -> None:
     ns = Namespace(DEFAULT_LOCAL_NAMES)
     old, new = record(1), record(2, date=1_001)
-    ns.apply_listing(TASK, [old], ns.generation(TASK))
+    ns.apply_listing(TASK, [old], ns.listing_asked(TASK))
     saved_over(ns, old, new)
-    asked = ns.generation(TASK)  # the server lists before the removal...
+    asked = ns.listing_asked(TASK)  # the server lists before the removal...
     ns.forget_record(TASK, old)  # ...which completes before the answer arrives
     ns.apply_listing(TASK, [old, new], asked)
     assert shown(ns) == {"doc.txt": 2}
@@ -69,11 +69,26 @@ def test_a_listing_asked_before_the_removal_and_answered_after_it_hides_the_old_
 def test_the_replay_drops_only_the_removed_version_not_a_file_that_reused_its_id() -> None:
     ns = Namespace(DEFAULT_LOCAL_NAMES)
     old = record(1)
-    ns.apply_listing(TASK, [old], ns.generation(TASK))
+    ns.apply_listing(TASK, [old], ns.listing_asked(TASK))
     node = ns.node(ns.view(TASK)["doc.txt"])
-    asked = ns.generation(TASK)
+    asked = ns.listing_asked(TASK)
     ns.removed_on_server(TASK, old, gone=True)
     ns.unlinked(node, "doc.txt")
     reused = record(1, name="other.txt", date=1_005)  # another client's file, same id
     ns.apply_listing(TASK, [reused], asked)
     assert shown(ns) == {"other.txt": 1}
+
+
+def test_a_listing_older_than_one_applied_is_dropped() -> None:
+    """Found by the state machine: a listing asked before another client's upload, answered
+    after a newer listing showed that file and after this mount began to edit it, took the
+    file for deleted on the server; the edit would have been uploaded beside it as a new file."""
+    ns = Namespace(DEFAULT_LOCAL_NAMES)
+    older = ns.listing_asked(TASK)  # asked before the other client's upload...
+    theirs = record(1)
+    assert ns.apply_listing(TASK, [theirs], ns.listing_asked(TASK))
+    node = ns.node(ns.view(TASK)["doc.txt"])
+    ns.set_pending(node, object())  # type: ignore[arg-type]  # opened for writing
+    assert not ns.apply_listing(TASK, [], older)  # ...answered last: dropped
+    assert shown(ns) == {"doc.txt": 1}
+    assert node.record == theirs  # its save replaces that file, not a new one beside it

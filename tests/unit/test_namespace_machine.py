@@ -126,13 +126,13 @@ class NamespaceMachine(RuleBasedStateMachine):
     @rule(container=st.sampled_from(CONTAINERS))
     def request_listing(self, container: Container) -> None:
         records = list(self.server.files[container].values())
-        self.in_flight.append((container, records, self.ns.generation(container)))
+        self.in_flight.append((container, records, self.ns.listing_asked(container)))
 
     @rule(container=st.sampled_from(CONTAINERS))
     def listing(self, container: Container) -> None:
         """A listing asked and answered with nothing in between."""
         records = list(self.server.files[container].values())
-        self.ns.apply_listing(container, records, self.ns.generation(container))
+        self.ns.apply_listing(container, records, self.ns.listing_asked(container))
 
     @precondition(lambda self: self.in_flight)
     @rule(data=st.data())
