@@ -32,7 +32,7 @@ from kbfs.client.models import Container, FileRecord
 from kbfs.client.protocol import KanboardAPI
 from kbfs.errors import Conflict, ContentUnstorable, FsError, UploadFailed, to_errno
 from kbfs.namespace.names import image_problem
-from kbfs.namespace.nodes import Node, id_text, is_doomed, same_file
+from kbfs.namespace.nodes import Node, is_doomed, same_file
 from kbfs.namespace.tree import Namespace, Placed
 from kbfs.remote.refresher import Refresher
 from kbfs.storage.contentcache import ContentCache
@@ -432,9 +432,6 @@ class Uploader:
             return False
         self.ns.forget_record(container, old)
         return True
-
-    def describe(self, node: Node) -> str:
-        return f"{self.ns.path_of(node)} (inode {node.ino}, file {id_text(node.record)})"
 
 
 def _check_storable(pending: PendingFile, server_name: str, size: int) -> None:

@@ -3,8 +3,8 @@
 The core tests drive ``Vfs`` against this instead of a devserver over HTTP: no sockets, no
 subprocess, no kernel, and every call the core makes can be counted, logged, delayed or made
 to fail. That only proves something if the fake keeps the rules a real Kanboard shows (a
-friendlier fake would hide exactly the bugs the core exists to avoid), so it models, from
-../shared/kanboard/API-FACTS.md:
+friendlier fake would hide exactly the bugs the core exists to avoid), so it models what
+Kanboard 1.2.53 was observed to do (the § numbers of the API facts cited across kbfs):
 
 * ids per table, ``max(id) + 1``: removing the highest id hands it out again (§7);
 * storage paths ``<tasks|projects>/<owner>/sha1(name . time())``: two uploads of one name to
