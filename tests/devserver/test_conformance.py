@@ -1,10 +1,11 @@
 """Replay the real Kanboard transcript against the devserver and compare every answer.
 
-``shared/kanboard/transcript.jsonl`` holds 259 request/response pairs recorded against Kanboard
-1.2.53.  They are replayed in order against one fresh devserver.  The recording session also did
-things that are not in the transcript (an upload by alice, removals between the big-file uploads, a
-project created and removed, a lockout, a storage file deleted by hand...); ``HIDDEN_STEPS``
-re-creates them right before the record that depends on them, so ids come out identical.
+``tests/data/kanboard-1.2.53-transcript.jsonl`` holds 259 request/response pairs recorded against
+Kanboard 1.2.53 (see tests/data/README.md).  They are replayed in order against one fresh
+devserver.  The recording session also did things that are not in the transcript (an upload by
+alice, removals between the big-file uploads, a project created and removed, a lockout, a storage
+file deleted by hand...); ``HIDDEN_STEPS`` re-creates them right before the record that depends
+on them, so ids come out identical.
 
 Only what must differ is normalised: timestamps, the sha1 storage paths (checked to be consistent:
 two rows share a path here exactly when they did on the real server), etags (checked to be
@@ -33,7 +34,7 @@ try:
 except ImportError:  # pragma: no cover
     from tests.kbserver import KanboardServer
 
-TRANSCRIPT = Path(__file__).resolve().parents[3] / "shared/kanboard/transcript.jsonl"
+TRANSCRIPT = Path(__file__).resolve().parents[1] / "data" / "kanboard-1.2.53-transcript.jsonl"
 HUGE = os.environ.get("KBFS_CONFORMANCE_HUGE") == "1"
 
 #: Records that are not replayed, with the reason.  Nothing else may be skipped.
@@ -338,8 +339,8 @@ def hidden_steps(r: Replay) -> dict[int, Callable[[], None]]:
 def load_transcript() -> list[dict[str, Any]]:
     if not TRANSCRIPT.exists():
         pytest.fail(
-            f"transcript not found at {TRANSCRIPT}: the conformance test needs the shared/ "
-            "directory (shared/kanboard/transcript.jsonl) checked out beside the repository"
+            f"transcript not found at {TRANSCRIPT}: it is part of the repository "
+            "(tests/data/); restore it with git"
         )
     with TRANSCRIPT.open(encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
