@@ -22,7 +22,7 @@ Parameters of :class:`KanboardClient`:
 
 What each method raises beyond the common failures (TransportError, RequestTimeout,
 ServerError, ProtocolError, AuthenticationError, PermissionDenied, RpcError) is listed in its
-docstring. Kanboard's "nothing here" answers (API-FACTS §4) become NotFound; an empty listing
+docstring. Kanboard's "nothing here" answers (kanboard-api §4) become NotFound; an empty listing
 is simply ``[]``.
 """
 
@@ -320,7 +320,7 @@ class KanboardClient:
     async def list_files(self, container: Container) -> list[FileRecord]:
         """The container's attachments ([] when there are none; Kanboard also answers [] for a
         nonexistent task/project with the app token). A file name that is invalid UTF-8 makes
-        the whole listing fail with RpcError(-32603) (API-FACTS §6)."""
+        the whole listing fail with RpcError(-32603) (kanboard-api §6)."""
         method, params = self._list_call(container)
         return _parse_files(container.kind, await self._rpc.call(method, params), method)
 
@@ -432,7 +432,7 @@ class KanboardClient:
 
     async def remove_file(self, container: Container, file_id: int) -> None:
         """Delete one attachment. NotFound when Kanboard answers false: no such file (or a file
-        of another project) OR a storage error that left the row in place (API-FACTS §4).
+        of another project) OR a storage error that left the row in place (kanboard-api §4).
         For task files Kanboard does not check the task: the id alone decides."""
         if container.task_id is None:
             method = "removeProjectFile"

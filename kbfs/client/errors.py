@@ -10,7 +10,7 @@ one table (``kbfs.errors``). Catch the base classes::
     ├── ProtocolError           JSON, but not the shape the procedure answers with
     ├── AuthenticationError     HTTP 401: wrong token, password, user, or a locked account
     ├── PermissionDenied        HTTP 403: the user's project role does not allow the call
-    ├── NotFound                "not found" answers: false, null, "", [] (API-FACTS §4)
+    ├── NotFound                "not found" answers: false, null, "", [] (kanboard-api §4)
     │   └── EmptyDownload       download*File answered "": missing, not allowed or a storage error
     ├── Rejected                create*File answered false: empty content, content "0", no such task
     ├── RpcError                a JSON-RPC error object (code, message, data)

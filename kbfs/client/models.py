@@ -122,7 +122,7 @@ class FileRecord:
     username: str | None = None
     user_name: str | None = None
     # What distinguishes two files that carried the same id at different times. The etag
-    # alone is not enough: a reused id (API-FACTS §7) with the same name uploaded in the same
+    # alone is not enough: a reused id (kanboard-api §7) with the same name uploaded in the same
     # second gets the same storage path, hence the same etag. Computed once: every cache and
     # inode lookup keys on it.
     version_key: str = field(init=False, repr=False, compare=False)

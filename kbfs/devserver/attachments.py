@@ -1,4 +1,4 @@
-"""Attachment rows and stored contents: Kanboard's FileModel (API-FACTS §3, §5-§8, §11).
+"""Attachment rows and stored contents: Kanboard's FileModel (kanboard-api §3, §5-§8, §11).
 
 Task and project files share one set of rules and differ only in table, owner column and storage
 prefix, so both go through :class:`AttachmentStore` with a :data:`FileKind`.  The rules a client
@@ -25,7 +25,7 @@ __all__ = ["AttachmentStore", "FileKind", "InvalidPathId", "is_image_name"]
 FileKind = Literal["task", "project"]
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif"})
-# Column order of the raw rows returned by getTaskFile / getProjectFile (API-FACTS §3).
+# Column order of the raw rows returned by getTaskFile / getProjectFile (kanboard-api §3).
 _FILE_FIELDS: dict[str, str] = {
     "task": "id, name, path, is_image, task_id, date, user_id, size",
     "project": "id, project_id, name, path, is_image, size, user_id, date",
@@ -36,7 +36,7 @@ _FILE_PREFIX = {"task": "tasks", "project": "projects"}
 
 
 class InvalidPathId(Exception):
-    """FileModel::generatePath refused the owner id: a PHP exception with code 0 (API-FACTS §4)."""
+    """FileModel::generatePath refused the owner id: PHP exception, code 0 (kanboard-api §4)."""
 
 
 def is_image_name(name: str) -> bool:
@@ -65,7 +65,7 @@ class AttachmentStore(Database):
         return result
 
     def files(self, kind: FileKind, owner_id: int | None) -> list[dict[str, Any]]:
-        """getAll*Files: LEFT JOIN users, ``name ASC`` with the NOCASE collation (API-FACTS §3)."""
+        """getAll*Files: LEFT JOIN users, ``name ASC`` in the NOCASE collation (kanboard-api §3)."""
         if owner_id is None:
             return []
         table, owner = _FILE_TABLE[kind], _FILE_OWNER[kind]
@@ -109,7 +109,7 @@ class AttachmentStore(Database):
     def upload(
         self, kind: FileKind, owner_ref: Any, filename: Any, data: bytes, user_id: int
     ) -> int | None:
-        """FileModel::uploadContent after the base64 step (API-FACTS §5-§8, §11).
+        """FileModel::uploadContent after the base64 step (kanboard-api §5-§8, §11).
 
         ``owner_ref`` is the raw task/project id param (already checked by the caller for task
         files).  Raises :class:`InvalidPathId` for ids ≤ 0 or non-numeric, and
@@ -149,7 +149,7 @@ class AttachmentStore(Database):
         self, kind: FileKind, owner_id: int, names: list[str], data: bytes, user_id: int
     ) -> int:
         """Insert many attachments in one transaction, all sharing one stored blob (the way
-        same-name same-second uploads share storage, API-FACTS §7): scale tests need 100,000
+        same-name same-second uploads share storage, kanboard-api §7): scale tests need 100,000
         files without 100,000 uploads. Returns how many rows were inserted."""
         table, owner = _FILE_TABLE[kind], _FILE_OWNER[kind]
         with self.lock:

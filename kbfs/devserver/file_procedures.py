@@ -1,4 +1,4 @@
-"""JSON-RPC procedures of task and project attachments (API-FACTS §3, §5-§8, §11).
+"""JSON-RPC procedures of task and project attachments (kanboard-api §3, §5-§8, §11).
 
 Downloads return a :class:`Content` rather than a string: the dispatcher streams it base64-encoded
 into the answer, so a large file never sits in memory as one encoded string.
@@ -51,7 +51,7 @@ class Content:
 
 
 def _upload(call: Call, kind: FileKind, owner: Any, filename: Any, blob: Any) -> Any:
-    """FileModel::uploadContent: decode, refuse empty content, store (API-FACTS §5)."""
+    """FileModel::uploadContent: decode, refuse empty content, store (kanboard-api §5)."""
     if isinstance(blob, (list, dict)):
         raise PhpTypeError("base64_decode(): Argument #1 ($string) must be of type string")
     data = base64_decode(to_php_string(blob))

@@ -1,8 +1,8 @@
 """Tiny image helpers: build real PNGs for sample data, and sniff image headers.
 
 Kanboard runs GD's ``getimagesizefromstring`` on every upload whose *name* looks like an image
-and dies with HTTP 500 when the content is not a decodable image (API-FACTS §8).  We only need the
-header check and a way to make valid PNGs without any third-party library.
+and dies with HTTP 500 when the content is not a decodable image (kanboard-api §8).  We only need
+the header check and a way to make valid PNGs without any third-party library.
 """
 
 from __future__ import annotations

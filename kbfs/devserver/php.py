@@ -1,7 +1,7 @@
 """PHP value semantics that Kanboard's behaviour depends on.
 
 Kanboard is PHP: ids arrive as whatever JSON type the client sent and are then compared by SQLite
-or juggled by PHP.  The devserver must reproduce the *observable* outcome (API-FACTS §4, §5), so
+or juggled by PHP.  The devserver must reproduce the *observable* outcome (kanboard-api §4, §5), so
 the few conversions that matter live here, each named after the PHP construct it imitates.
 """
 
@@ -37,7 +37,8 @@ def sql_id(value: Any) -> int | None:
     """The integer an id parameter matches in ``WHERE id = ?``, or None when it matches no row.
 
     PDO binds PHP values and SQLite applies INTEGER affinity: ``"1"``, ``1.0`` and ``true`` find
-    row 1, while ``"abc"``, ``null``, ``[1]`` and ``{}`` find nothing (API-FACTS §4, wrong types).
+    row 1, while ``"abc"``, ``null``, ``[1]`` and ``{}`` find nothing (kanboard-api §4, loose
+    types).
     """
     if isinstance(value, bool):
         return 1 if value else None
@@ -113,7 +114,7 @@ def to_php_string(value: Any) -> str:
 
 
 def base64_decode(blob: str) -> bytes:
-    """PHP ``base64_decode($blob)`` in non-strict mode (API-FACTS §5).
+    """PHP ``base64_decode($blob)`` in non-strict mode (kanboard-api §5).
 
     Characters outside the standard alphabet (including ``=``, whitespace and the URL-safe ``-_``)
     are dropped, missing padding is fine, and a dangling single character is ignored.
@@ -134,5 +135,5 @@ def base64_decode(blob: str) -> bytes:
 
 
 def is_empty_content(data: bytes) -> bool:
-    """PHP ``empty($data)``: true for ``""`` and for the one-byte string ``"0"`` (API-FACTS §5)."""
+    """PHP ``empty($data)``: true for ``""`` and the one-byte string ``"0"`` (kanboard-api §5)."""
     return data in (b"", b"0")

@@ -1,4 +1,4 @@
-"""JSON-RPC procedures of the application, users, projects and tasks (API-FACTS §2, §10).
+"""JSON-RPC procedures of the application, users, projects and tasks (kanboard-api §2, §10).
 
 Each function is one Kanboard procedure: its parameters are the PHP signature, its checks are
 Kanboard's project-level authorization, and its result keeps Kanboard's ``false``/``null`` habits.

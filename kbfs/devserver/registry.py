@@ -1,4 +1,4 @@
-"""What a JSON-RPC procedure is and what it sees when it runs (API-FACTS §2, §4).
+"""What a JSON-RPC procedure is and what it sees when it runs (kanboard-api §2, §4).
 
 The procedure modules (:mod:`kbfs.devserver.project_procedures`,
 :mod:`kbfs.devserver.file_procedures`) declare their procedures here as plain Python functions;

@@ -1,4 +1,4 @@
-"""The JSON-RPC dispatcher: Kanboard's ``jsonrpc.php`` minus PHP (API-FACTS §1, §2, §4).
+"""The JSON-RPC dispatcher: Kanboard's ``jsonrpc.php`` minus PHP (kanboard-api §1, §2, §4).
 
 :meth:`Dispatcher.handle` takes the raw request body and ``Authorization`` header and returns the
 complete HTTP answer.  It has no sockets, so tests can drive it in-process.  The processing order

@@ -70,7 +70,7 @@ def seed_sample_data(store: Store) -> None:
     store.upload("task", push, "payload.json", text('{"title": "Hi", "badge": 1}\n'), 0)
     store.upload("task", listing, "description.txt", text("The best board in your pocket.\n"), 0)
     # Same name twice, uploaded in different seconds so each keeps its own content (uploads of
-    # one name to one task within the same second would share storage: API-FACTS §7).
+    # one name to one task within the same second would share storage: kanboard-api §7).
     real_clock = store.clock
     store.clock = lambda: real_clock() - 3600
     try:

@@ -1,7 +1,7 @@
 """The Kanboard tables the devserver keeps and the fixed vocabulary of its data model.
 
 The column lists give the order in which Kanboard returns raw rows: clients see it in the JSON
-objects (API-FACTS §3), so it is part of the behaviour, not a detail of the SQL.
+objects (kanboard-api §3), so it is part of the behaviour, not a detail of the SQL.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """HTTP front end of the devserver: ``/jsonrpc.php`` plus the ``/_devserver/`` control endpoints.
 
 It imitates the transport quirks of PHP's built-in web server that a client must cope with
-(API-FACTS §0, §1, §9): ``Connection: close`` on every answer unless ``--keep-alive`` (nginx +
+(kanboard-api §0, §1, §9): ``Connection: close`` on every answer unless ``--keep-alive`` (nginx +
 php-fpm style), no ``100 Continue``, any HTTP method, Content-Type ignored, and HTTP 500 with an
 empty body for request bodies past the memory limit (``--max-body``).
 """

@@ -1,4 +1,4 @@
-"""SQLite model of the Kanboard rules kbfs depends on (API-FACTS §1, §2, §6, §10).
+"""SQLite model of the Kanboard rules kbfs depends on (kanboard-api §1, §2, §6, §10).
 
 :class:`Store` is the whole data model: users, projects and tasks here, attachments inherited from
 :class:`~kbfs.devserver.attachments.AttachmentStore`.  It knows nothing about JSON-RPC or
@@ -106,7 +106,7 @@ class Store(AttachmentStore):
             db.execute(f"UPDATE users SET {cols} WHERE id = ?", (*fields.values(), user_id))
 
     def authenticate(self, username: str, password: str) -> dict[str, Any] | None:
-        """Password or personal-token login with Kanboard's brute-force lockout (API-FACTS §1).
+        """Password or personal-token login with Kanboard's brute-force lockout (kanboard-api §1).
 
         A locked user fails without touching the counter; a failure with an existing username
         increments ``nb_failed_login`` and locks the account for 15 minutes once it exceeds 6; a
@@ -159,7 +159,7 @@ class Store(AttachmentStore):
         """Create a project with Kanboard's default columns and swimlane; None if invalid.
 
         ``manager_id`` is the user who created it under user auth: Kanboard adds them as
-        project-manager.  App-token projects have no members at all (API-FACTS §2).
+        project-manager.  App-token projects have no members at all (kanboard-api §2).
         """
         if not name:
             return None
@@ -234,7 +234,7 @@ class Store(AttachmentStore):
         return cur.rowcount > 0
 
     def remove_project(self, project_id: int | None) -> bool:
-        """Remove a project, its project files and every task with its files (API-FACTS §10)."""
+        """Remove a project, its project files and every task with its files (kanboard-api §10)."""
         if project_id is None:
             return False
         with self.lock:
@@ -262,7 +262,7 @@ class Store(AttachmentStore):
         return True
 
     def project_role(self, project_id: int | None, user_id: int) -> str:
-        """The user's role in the project, or '' (app-admins get nothing for free: API-FACTS §2)."""
+        """The user's role in the project, or '' (none for app-admins by right: kanboard-api §2)."""
         if project_id is None:
             return ""
         row = self._one(
@@ -390,7 +390,7 @@ class Store(AttachmentStore):
         return int(task["project_id"]) if task else None
 
     def set_task_status(self, task_id: int | None, active: bool) -> bool:
-        """openTask / closeTask; files are never touched (API-FACTS §10)."""
+        """openTask / closeTask; files are never touched (kanboard-api §10)."""
         if task_id is None:
             return False
         now = self.now()

@@ -1,6 +1,6 @@
 """How server-side attachment names become directory entries, and which names we may upload.
 
-Kanboard stores names verbatim (API-FACTS §6): they may contain ``/`` and NUL, be ``.``, ``..``
+Kanboard stores names verbatim (kanboard-api §6): they may contain ``/`` and NUL, be ``.``, ``..``
 or empty, and repeat within one task (§7). A directory entry can hold none of that, so every
 server file gets exactly one visible name by these rules, applied in this order:
 
@@ -114,7 +114,7 @@ def image_problem(name: str, head: bytes) -> str | None:
     """Why Kanboard would refuse this content under this name, or None.
 
     Kanboard decides "image" by extension alone and then makes a thumbnail; content that is
-    not an image makes it answer HTTP 500 (API-FACTS §8). Checking the magic bytes first turns
+    not an image makes it answer HTTP 500 (kanboard-api §8). Checking the magic bytes first turns
     that into a clear, early error instead of a failed upload.
     """
     ext = name.rpartition(".")[2].lower() if "." in name else ""

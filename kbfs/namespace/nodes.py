@@ -3,7 +3,7 @@
 Every node is identified by a key that says what it stands for on the server: a structural
 directory (``("project", 7)``), a server file version (``("file", "task", id, etag)``) or a file
 that so far exists only here (``("local", n)``). The same key always gets the same inode, so an
-inode never silently changes meaning, even though Kanboard reuses file ids (API-FACTS §7): a
+inode never silently changes meaning, even though Kanboard reuses file ids (kanboard-api §7): a
 reused id comes with another etag, hence another key and another inode.
 
 A node lives while something can reach it: the kernel (its lookup count), an open handle,

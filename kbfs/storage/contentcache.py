@@ -77,7 +77,7 @@ class _ProgressSink:
                 view = view[n:]
         self._download.progress = self._file.tell()
         if self._download.progress > self._limit:
-            # Another file's bytes (a same-second collision, API-FACTS §7) or a server that
+            # Another file's bytes (a same-second collision, kanboard-api §7) or a server that
             # never stops: end the download now rather than fill the disk.
             raise FsError(f"the server sent more than the record's {self._limit} bytes; not served")
         # Wake readers now rather than at their next poll. RuntimeError: called on the trio
@@ -273,7 +273,7 @@ class ContentCache:
             finally:
                 sink.close()
             if written != record.size:
-                # API-FACTS §7: same-name uploads in one second share storage, so a row's
+                # kanboard-api §7: same-name uploads in one second share storage, so a row's
                 # size can disagree with its bytes. Serving them would be serving another file.
                 raise FsError(
                     f"{record.kind.value} file {record.id}: server sent {written} bytes, "

@@ -3,7 +3,7 @@
 A confirmed upload supersedes older versions (the one it replaces, the source of a move, the
 copies lost creates may have made). They are removed right after the upload; one whose removal
 fails waits here and the retry loop tries again (after checking it is still that file: ids are
-reused, API-FACTS §7). Every change is written to the spool's journal before the state it
+reused, kanboard-api §7). Every change is written to the spool's journal before the state it
 protects goes away, so a crash never leaves an old version behind as a visible duplicate.
 """
 

@@ -4,7 +4,7 @@ The rules are in SEMANTICS.md ("Writing", "Durability"), the locking in
 docs/notes/upload-concurrency.md. The invariants that matter most: a new version is confirmed
 before the one it replaces is removed; bytes leave the spool only once the server has them or
 has refused them for good; a create whose answer was lost is looked for before anything is
-sent again; uploads of one name to one directory never overlap (API-FACTS §7).
+sent again; uploads of one name to one directory never overlap (kanboard-api §7).
 """
 
 from __future__ import annotations
@@ -318,7 +318,7 @@ class Uploader:
             for r in records
             if r.name == name
             # The version this content replaces, known by version, not by id: a newer file
-            # may have reused its id (API-FACTS §7).
+            # may have reused its id (kanboard-api §7).
             and not (replaces is not None and same_file(r, replaces))
             and r.date >= written
             and not is_doomed(doomed, r)
@@ -402,7 +402,7 @@ class Uploader:
         try:
             if verify or not old.path or self.queue.needs_check(old):
                 # Known only from a spool entry, or queued a while ago: the id may have been
-                # reused since (API-FACTS §7), so remove it only if it is still that file.
+                # reused since (kanboard-api §7), so remove it only if it is still that file.
                 try:
                     current = await self.client.get_file(container, old.id)
                 except NotFound:
@@ -453,5 +453,5 @@ def _is_permanent(exc: BaseException, failures: int) -> bool:
     if isinstance(exc, AuthenticationError):
         return False  # a token can be fixed; keep the bytes queued
     # HTTP 500 for the same bytes again and again: an image name on non-image content, or a
-    # body larger than the server takes (API-FACTS §8, §9).
+    # body larger than the server takes (kanboard-api §8, §9).
     return isinstance(exc, ServerError) and failures >= 3

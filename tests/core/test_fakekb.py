@@ -1,4 +1,4 @@
-"""The fake server keeps Kanboard's observable rules (API-FACTS §3-§8): the core tests are
+"""The fake server keeps Kanboard's observable rules (kanboard-api §3-§8): the core tests are
 only worth what the fake's faithfulness is worth."""
 
 from __future__ import annotations

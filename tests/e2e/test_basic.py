@@ -304,7 +304,7 @@ def test_hostile_server_names_each_get_one_usable_entry(kb, mnt: Mounted, tree) 
     }
     ids = {name: kb.upload_task_file(p1, t, name, data) for name, data in weird.items()}
     dup1 = kb.upload_task_file(p1, t, "dup.txt", b"first")
-    time.sleep(1.05)  # a later second: its own storage path (API-FACTS §7)
+    time.sleep(1.05)  # a later second: its own storage path (kanboard-api §7)
     dup2 = kb.upload_task_file(p1, t, "dup.txt", b"second")
     d = mnt.p("projects", p1, "tasks", t)
     entries = sorted(os.listdir(d))

@@ -102,7 +102,7 @@ def model_mount(kb, mounter: Mounter) -> tuple[object, Mounted, int]:  # type: i
 @example(steps=[Write("a.txt", b"x"), Rename("a.txt", "b.txt"), Write("a.txt", b"y")])
 @example(steps=[Write("a.txt", b"x"), Write("b.txt", b"y"), Rename("a.txt", "b.txt")])
 @example(steps=[Write("a.txt", b"x"), Append("a.txt", b"y"), Rename("a.txt", "a.txt")])
-# a reused id with the same name, size and second as a removed file (API-FACTS §7)
+# a reused id with the same name, size and second as a removed file (kanboard-api §7)
 @example(steps=[Write("c", b"\x00"), Rename("c", "a.txt"), Unlink("a.txt"), Write("c", b"\x00")])
 def test_mount_behaves_like_the_model(model_mount, steps: list[object]) -> None:  # type: ignore[no-untyped-def]
     kb, m, project = model_mount

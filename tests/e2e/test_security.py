@@ -50,7 +50,7 @@ def test_server_names_never_become_local_paths(kb, mounter: Mounter) -> None:  #
 
 
 def test_a_size_that_does_not_match_the_bytes_is_refused(kb, mounter: Mounter) -> None:  # type: ignore[no-untyped-def]
-    """Two same-name uploads in one second share storage (API-FACTS §7): the first row's size
+    """Two same-name uploads in one second share storage (kanboard-api §7): the first row's size
     no longer matches its bytes. kbfs refuses to serve it (EIO) instead of serving other bytes."""
     p = kb.project("p")
     t = kb.task(p, "t")
