@@ -1,4 +1,4 @@
-"""Command line: ``kbfs mount | umount | status | clear | demo | server | install-helper``.
+"""Command line: ``kbfs mount | umount | status | clear | demo | server | (un)install-helper``.
 
 Argument parsing and process plumbing only (daemonizing, logging set-up, exit codes); the mount
 itself is ``kbfs.mount``, and ``status`` and ``clear`` reach a running one through
@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from kbfs import __version__
 from kbfs.helperargv import run_helper
+from kbfs.helperinstall import HELPER_COMMANDS
+from kbfs.helperinstall import add_commands as add_helper_commands
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -77,14 +79,6 @@ This cannot be undone.
 EXAMPLES_UMOUNT = """examples:
   kbfs umount ~/kb
   umount /mnt/kanboard         # as root, the same
-"""
-
-EXAMPLES_INSTALL = """examples:
-  sudo .venv/bin/kbfs install-helper            # /sbin/mount.fuse.kbfs, /usr/local/bin/kbfs
-  sudo .venv/bin/kbfs install-helper --remove
-
-After this, mount(8), /etc/fstab and systemd units can mount kbfs:
-  mount -t fuse.kbfs https://kb.example.com /mnt/kanboard -o token_file=/etc/kbfs/token
 """
 
 
@@ -320,51 +314,6 @@ def cmd_clear(args: argparse.Namespace) -> int:
     return 0
 
 
-HELPER_MARK = "# written by `kbfs install-helper`"
-
-
-def _wrapper(module: str) -> str:
-    # -I: no current directory on sys.path, no PYTHON* variables from mount(8)'s caller.
-    return f"#!/bin/sh\n{HELPER_MARK}\nexec '{sys.executable}' -I -m {module} \"$@\"\n"
-
-
-def cmd_install_helper(args: argparse.Namespace) -> int:
-    """Put kbfs where mount(8) (``/sbin/mount.fuse.kbfs``) and units (``/usr/local/bin``) look.
-
-    Both are small scripts that run this Python environment's kbfs; files kbfs did not write
-    are never replaced. Running it again is harmless.
-    """
-    targets = [
-        (Path(args.sbin) / "mount.fuse.kbfs", _wrapper("kbfs.mounthelper")),
-        (Path(args.bin) / "kbfs", _wrapper("kbfs")),
-    ]
-    status = 0
-    for path, text in targets:
-        current = path.read_text(errors="replace") if path.is_file() else None
-        if (path.exists() or path.is_symlink()) and (current is None or HELPER_MARK not in current):
-            print(f"kbfs: {path} exists and was not written by kbfs; left alone", file=sys.stderr)
-            status = 1
-            continue
-        if args.remove:
-            if current is not None:
-                path.unlink()
-                print(f"removed {path}")
-            continue
-        if current == text:
-            print(f"{path}: up to date")
-            continue
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(text)
-            tmp.chmod(0o755)
-            tmp.replace(path)
-        except OSError as exc:
-            return _fail(f"cannot write {path}: {exc.strerror} (run as root)")
-        print(f"installed {path}")
-    return status
-
-
 def _default_demo_mountpoint() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     base = Path(runtime) if runtime and os.access(runtime, os.W_OK) else Path.home()
@@ -455,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kbfs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_mount, _add_umount, _add_status, _add_clear, _add_install_helper, _add_demo):
+    for add in (_add_mount, _add_umount, _add_status, _add_clear, add_helper_commands, _add_demo):
         add(sub, common)
     sub.add_parser(
         "server",
@@ -530,20 +479,6 @@ def _add_clear(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
     c.set_defaults(func=cmd_clear)
 
 
-def _add_install_helper(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
-    ih = _subcommand(
-        sub,
-        common,
-        "install-helper",
-        help="install the mount(8) helper /sbin/mount.fuse.kbfs (root)",
-        epilog=EXAMPLES_INSTALL,
-    )
-    ih.add_argument("--remove", action="store_true", help="remove what an earlier run installed")
-    ih.add_argument("--sbin", default="/sbin", help="where mount(8) looks (default /sbin)")
-    ih.add_argument("--bin", default="/usr/local/bin", help="where to put kbfs itself")
-    ih.set_defaults(func=cmd_install_helper)
-
-
 def _add_demo(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
     d = _subcommand(
         sub,
@@ -557,7 +492,7 @@ def _add_demo(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
     d.set_defaults(func=cmd_demo)
 
 
-COMMANDS = ("mount", "umount", "status", "clear", "demo", "server", "install-helper")
+COMMANDS = ("mount", "umount", "status", "clear", "demo", "server", *HELPER_COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

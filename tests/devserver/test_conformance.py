@@ -231,10 +231,10 @@ def hidden_steps(r: Replay) -> dict[int, Callable[[], None]]:
     def before_94() -> None:  # "removeTaskFile already removed (alice)"
         assert r.call("removeTaskFile", [5], "alice") is True
 
-    def before_118() -> None:  # blobint.txt: "blob as int 1234 → 3 bytes" (API-FACTS §4)
+    def before_118() -> None:  # blobint.txt: "blob as int 1234 → 3 bytes" (kanboard-api §4)
         assert r.upload(1, 2, "blobint.txt", 1234) == 8
 
-    def before_125() -> None:  # missing padding and wrapped base64 (API-FACTS §5)
+    def before_125() -> None:  # missing padding and wrapped base64 (kanboard-api §5)
         assert r.upload(1, 2, "nopad.txt", "SGVsbG8") == 12
         assert r.upload(1, 2, "wrapped.txt", "SGVsbG8g\nV29ybGQ=") == 13
 

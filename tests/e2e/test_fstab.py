@@ -16,38 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from kbfs.cli import HELPER_MARK, _wrapper
 from tests.e2e.helpers import Mounter, _unmount, run
 
 REPO = Path(__file__).resolve().parents[2]
-HELPER = Path("/sbin/mount.fuse.kbfs")
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mount(8) with a helper needs root")
-
-
-@pytest.fixture
-def helper() -> Iterator[Path]:
-    """/sbin/mount.fuse.kbfs running this interpreter's kbfs; whatever was there is put back.
-
-    ``scripts/bootstrap`` installs it for .venv (``kbfs install-helper``); a test run from
-    another environment must test its own code, not the one the installed helper runs.
-    """
-    if os.geteuid() != 0:
-        pytest.skip("installing the mount helper needs root")
-    wanted = _wrapper("kbfs.mounthelper")
-    before = HELPER.read_bytes() if HELPER.is_file() else None
-    if before is not None and HELPER_MARK.encode() not in before:
-        pytest.skip(f"{HELPER} exists and was not written by kbfs")
-    if before != wanted.encode():
-        HELPER.write_text(wanted)
-        HELPER.chmod(0o755)
-    try:
-        yield HELPER
-    finally:
-        if before is None:
-            HELPER.unlink(missing_ok=True)
-        elif before != wanted.encode():
-            HELPER.write_bytes(before)
 
 
 @pytest.fixture
@@ -93,7 +66,7 @@ def _wait_gone(pid: int, timeout: float = 15) -> None:
 
 
 @needs_root
-def test_mount_t_fuse_kbfs_then_umount(kb, helper: Path, mp: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_mount_t_fuse_kbfs_then_umount(kb, mount_helper: Path, mp: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     p = kb.project("p")
     t = kb.task(p, "t")
     kb.upload_task_file(p, t, "a.txt", b"hello\n")
@@ -115,7 +88,7 @@ def test_mount_t_fuse_kbfs_then_umount(kb, helper: Path, mp: Path, tmp_path: Pat
 
 
 @needs_root
-def test_fstab_line_with_systemd_options(kb, helper: Path, mp: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_fstab_line_with_systemd_options(kb, mount_helper: Path, mp: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     fstab = tmp_path / "fstab"
     opts = _opts(
         kb,
@@ -134,18 +107,22 @@ def test_fstab_line_with_systemd_options(kb, helper: Path, mp: Path, tmp_path: P
 
 
 @needs_root
-def test_helper_flags_as_systemd_passes_them(kb, helper: Path, mp: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    r = run(helper, kb.url, mp, "-n", "-s", "-v", "-o", _opts(kb, tmp_path), "-t", "fuse.kbfs")
+def test_helper_flags_as_systemd_passes_them(
+    kb, mount_helper: Path, mp: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    r = run(
+        mount_helper, kb.url, mp, "-n", "-s", "-v", "-o", _opts(kb, tmp_path), "-t", "fuse.kbfs"
+    )
     assert r.returncode == 0
     assert os.path.ismount(mp)
     assert run("umount", mp).returncode == 0
     # -f (fake): options are checked, nothing is mounted
-    assert run(helper, kb.url, mp, "-f", "-o", _opts(kb, tmp_path)).returncode == 0
+    assert run(mount_helper, kb.url, mp, "-f", "-o", _opts(kb, tmp_path)).returncode == 0
     assert not os.path.ismount(mp)
 
 
 @needs_root
-def test_mount_failures_are_one_line(kb, helper: Path, mp: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_mount_failures_are_one_line(kb, mount_helper: Path, mp: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "bad-token"
     bad.write_text("wrong")
     bad.chmod(0o600)
