@@ -104,8 +104,14 @@ def cmd_install_helper(args: argparse.Namespace) -> int:
             print(f"wrote {path} (runs {sys.executable})")
         else:
             print(f"replaced {path}: it ran {_runs(current)}, now {sys.executable}")
-    print("undo with: kbfs uninstall-helper")
+    print(f"undo with: {_this_kbfs()} uninstall-helper")
     return status
+
+
+def _this_kbfs() -> str:
+    """How to run this environment's kbfs, for the hint after an install."""
+    script = Path(sys.executable).parent / "kbfs"
+    return str(script) if script.is_file() else f"{sys.executable} -m kbfs"
 
 
 def cmd_uninstall_helper(args: argparse.Namespace) -> int:

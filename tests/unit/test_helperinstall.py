@@ -32,7 +32,7 @@ def test_install_says_what_it_wrote_then_leaves_it(
     assert (status, err) == (0, "")
     assert f"wrote {helper} (runs {sys.executable})" in out
     assert f"wrote {cmd} (runs {sys.executable})" in out
-    assert "kbfs uninstall-helper" in out  # how to undo it
+    assert "kbfs uninstall-helper\n" in out  # how to undo it
     assert helper.read_text() == wrapper("kbfs.mounthelper")
     assert cmd.read_text() == wrapper("kbfs")
     assert all(os.access(p, os.X_OK) for p in (helper, cmd))
