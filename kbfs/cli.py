@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from kbfs import __version__
 from kbfs.helperargv import run_helper
+from kbfs.logsetup import setup_logging, stderr_is_journal
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -88,36 +89,17 @@ After this, mount(8), /etc/fstab and systemd units can mount kbfs:
 """
 
 
-def _setup_logging(level: str | None, verbose: int, log_file: str | None = None) -> None:
-    """One plain line per message: in the foreground to stderr (journald adds the time and
-    the unit under systemd), in the background to a file with timestamps."""
-    name = (level or ("DEBUG" if verbose > 1 else "INFO" if verbose else "WARNING")).upper()
-    handler: logging.Handler
-    if log_file:
-        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("kbfs: %(levelname)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, name, logging.INFO))
-    # httpx logs every request at INFO; that is our DEBUG.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
-
-
 def _fail(message: str) -> int:
     print(f"kbfs: {message}", file=sys.stderr)
     return 1
 
 
-def _daemonize() -> Callable[[str | None], None]:
+def _daemonize(keep_stderr: bool = False) -> Callable[[str | None], None]:
     """Fork before any thread or trio exists; the parent exits once the child reports.
 
     Returns the child's reporter: ``report(None)`` once the mount is up (the parent exits 0),
-    ``report(message)`` on failure (the parent prints it and exits 1).
+    ``report(message)`` on failure (the parent prints it and exits 1). ``keep_stderr``: stderr
+    is the journal (systemd), and stays the log once the mount is up.
     """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -142,7 +124,7 @@ def _daemonize() -> Callable[[str | None], None]:
             pass
         if error is None:
             devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
+            for fd in (0, 1) if keep_stderr else (0, 1, 2):
                 os.dup2(devnull, fd)
             os.close(devnull)
 
@@ -184,14 +166,15 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     credentials = Credentials(secret=secret, username=user)
     log_file = args.log_file
-    if not args.foreground and not log_file:
+    journal = not args.foreground and not log_file and stderr_is_journal()
+    if not args.foreground and not log_file and not journal:
         from kbfs.mount import state_root
 
         log_file = str(state_root(options) / "kbfs.log")
     report: Callable[[str | None], None] = lambda error: None  # noqa: E731
     if not args.foreground:
-        report = _daemonize()
-    _setup_logging(args.log_level or options.log_level, args.verbose, log_file)
+        report = _daemonize(keep_stderr=journal)
+    setup_logging(args.log_level or options.log_level, args.verbose, log_file)
     return _serve(url, mountpoint, options, credentials, report, args.foreground)
 
 
@@ -574,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_level and args.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         return _fail(f"bad --log-level {args.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
     if args.command != "mount":
-        _setup_logging(args.log_level, args.verbose)
+        setup_logging(args.log_level, args.verbose)
     return int(args.func(args))
 
 
