@@ -1,4 +1,4 @@
-"""Command line: ``kbfs mount | umount | status | clear | demo | server | install-helper``.
+"""Command line: ``kbfs mount | umount | status | clear | demo | server | install-helper | ...``.
 
 Argument parsing and process plumbing only (daemonizing, logging set-up, exit codes); the mount
 itself is ``kbfs.mount``, and ``status`` and ``clear`` reach a running one through
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbfs import __version__
+from kbfs.completion import add_commands
 from kbfs.helperargv import run_helper
 from kbfs.logsetup import setup_logging, stderr_is_journal
 
@@ -440,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_mount, _add_umount, _add_status, _add_clear, _add_install_helper, _add_demo):
         add(sub, common)
+    add_commands(functools.partial(_subcommand, sub, common), build_parser)  # remotes, completion
     sub.add_parser(
         "server",
         help="run the built-in Kanboard-compatible server (see: kbfs server --help)",
@@ -541,13 +544,14 @@ def _add_demo(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = ("mount", "umount", "status", "clear", "demo", "server", "install-helper")
+TOOL_COMMANDS = ("remotes", "completion")  # kbfs.completion
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "server":
         return cmd_server(argv[1:])
-    if len(argv) >= 2 and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+    if len(argv) >= 2 and argv[0] not in COMMANDS + TOOL_COMMANDS and not argv[0].startswith("-"):
         # mount.fuse3's convention (``mount -t fuse.kbfs`` without our helper installed):
         # it runs ``kbfs SOURCE MOUNTPOINT -o OPTIONS``.
         return run_helper(argv, main)
