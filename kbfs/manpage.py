@@ -140,8 +140,8 @@ FILES = [
     ("~/.config/kbfs/config.toml, /etc/kbfs/config.toml", "named remotes and their options"),
     (
         "~/.local/state/kbfs/",
-        "per server: the spool of files not uploaded yet (spool/), "
-        "what the server refused for good (recovered/), and the background log kbfs.log",
+        "the background log kbfs.log (rotated at 5 MiB, 3 kept) and, per server, the spool of "
+        "files not uploaded yet (spool/) and what the server refused for good (recovered/)",
     ),
     ("~/.cache/kbfs/", "downloaded contents (a cache: safe to delete while nothing is mounted)"),
     ("$XDG_RUNTIME_DIR/kbfs/, /run/kbfs/", "status files and control sockets of running mounts"),
