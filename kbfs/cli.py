@@ -1,4 +1,4 @@
-"""Command line: ``kbfs mount | umount | status | clear | demo | server | (un)install-helper``.
+"""Command line: ``kbfs mount | umount | status | clear | demo | server | ...`` (kbfs --help).
 
 Argument parsing and process plumbing only (daemonizing, logging set-up, exit codes); the mount
 itself is ``kbfs.mount``, and ``status`` and ``clear`` reach a running one through
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -22,9 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbfs import __version__
+from kbfs.completion import add_commands
 from kbfs.helperargv import run_helper
 from kbfs.helperinstall import HELPER_COMMANDS
 from kbfs.helperinstall import add_commands as add_helper_commands
+from kbfs.logsetup import setup_logging, stderr_is_journal
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -82,36 +85,17 @@ EXAMPLES_UMOUNT = """examples:
 """
 
 
-def _setup_logging(level: str | None, verbose: int, log_file: str | None = None) -> None:
-    """One plain line per message: in the foreground to stderr (journald adds the time and
-    the unit under systemd), in the background to a file with timestamps."""
-    name = (level or ("DEBUG" if verbose > 1 else "INFO" if verbose else "WARNING")).upper()
-    handler: logging.Handler
-    if log_file:
-        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("kbfs: %(levelname)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, name, logging.INFO))
-    # httpx logs every request at INFO; that is our DEBUG.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
-
-
 def _fail(message: str) -> int:
     print(f"kbfs: {message}", file=sys.stderr)
     return 1
 
 
-def _daemonize() -> Callable[[str | None], None]:
+def _daemonize(keep_stderr: bool = False) -> Callable[[str | None], None]:
     """Fork before any thread or trio exists; the parent exits once the child reports.
 
     Returns the child's reporter: ``report(None)`` once the mount is up (the parent exits 0),
-    ``report(message)`` on failure (the parent prints it and exits 1).
+    ``report(message)`` on failure (the parent prints it and exits 1). ``keep_stderr``: stderr
+    is the journal (systemd), and stays the log once the mount is up.
     """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -136,7 +120,7 @@ def _daemonize() -> Callable[[str | None], None]:
             pass
         if error is None:
             devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
+            for fd in (0, 1) if keep_stderr else (0, 1, 2):
                 os.dup2(devnull, fd)
             os.close(devnull)
 
@@ -178,14 +162,15 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     credentials = Credentials(secret=secret, username=user)
     log_file = args.log_file
-    if not args.foreground and not log_file:
+    journal = not args.foreground and not log_file and stderr_is_journal()
+    if not args.foreground and not log_file and not journal:
         from kbfs.mount import state_root
 
         log_file = str(state_root(options) / "kbfs.log")
     report: Callable[[str | None], None] = lambda error: None  # noqa: E731
     if not args.foreground:
-        report = _daemonize()
-    _setup_logging(args.log_level or options.log_level, args.verbose, log_file)
+        report = _daemonize(keep_stderr=journal)
+    setup_logging(args.log_level or options.log_level, args.verbose, log_file)
     return _serve(url, mountpoint, options, credentials, report, args.foreground)
 
 
@@ -406,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_mount, _add_umount, _add_status, _add_clear, add_helper_commands, _add_demo):
         add(sub, common)
+    add_commands(functools.partial(_subcommand, sub, common), build_parser)  # remotes, completion
     sub.add_parser(
         "server",
         help="run the built-in Kanboard-compatible server (see: kbfs server --help)",
@@ -493,13 +479,14 @@ def _add_demo(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = ("mount", "umount", "status", "clear", "demo", "server", *HELPER_COMMANDS)
+TOOL_COMMANDS = ("remotes", "completion")  # kbfs.completion
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "server":
         return cmd_server(argv[1:])
-    if len(argv) >= 2 and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+    if len(argv) >= 2 and argv[0] not in COMMANDS + TOOL_COMMANDS and not argv[0].startswith("-"):
         # mount.fuse3's convention (``mount -t fuse.kbfs`` without our helper installed):
         # it runs ``kbfs SOURCE MOUNTPOINT -o OPTIONS``.
         return run_helper(argv, main)
@@ -509,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_level and args.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         return _fail(f"bad --log-level {args.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
     if args.command != "mount":
-        _setup_logging(args.log_level, args.verbose)
+        setup_logging(args.log_level, args.verbose)
     return int(args.func(args))
 
 

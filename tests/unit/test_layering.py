@@ -32,8 +32,16 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / "kbfs"
 # any layer below; never from a layer above. A name covers a module, or a package and every
 # module in it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    # 1. the commands people run (helperinstall: kbfs install-helper / uninstall-helper)
-    ("kbfs.cli", "kbfs.mounthelper", "kbfs.helperinstall", "kbfs.__main__"),
+    # 1. the commands people run (helperinstall: kbfs install-helper / uninstall-helper); their
+    # man pages and shell completion (from cli's parser)
+    (
+        "kbfs.cli",
+        "kbfs.mounthelper",
+        "kbfs.helperinstall",
+        "kbfs.__main__",
+        "kbfs.manpage",
+        "kbfs.completion",
+    ),
     ("kbfs.mount",),  # 2. sets up and runs one mount
     ("kbfs.control", "kbfs.fs"),  # 3. kbfs status/clear; the pyfuse3 operations
     ("kbfs.vfs",),  # 4. the filesystem without FUSE
@@ -55,6 +63,7 @@ LEAVES: tuple[str, ...] = (
     "kbfs.credentials",
     "kbfs.sdnotify",
     "kbfs.helperargv",  # mount(8) argv -> a kbfs command line; handed the function to run
+    "kbfs.logsetup",  # stderr, the journal or a rotated file: stdlib only
 )
 
 # Packages apart from the layers: they import nothing of kbfs outside themselves, and nothing
