@@ -151,13 +151,14 @@ def _daemonize() -> Callable[[str | None], None]:
 
 def _resolve_source(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """(url, options) from SOURCE (a URL or a remote name), the config file and ``-o``."""
-    from kbfs.config import load_config, looks_like_url
+    from kbfs.config import load_config, looks_like_url, searched
 
     config = load_config(getattr(args, "config", None))
     remote = None if looks_like_url(args.url) else config.remote(args.url)
     if remote is None and not looks_like_url(args.url):
-        where = f"in {config.path}" if config.path else "(there is no config file)"
-        raise ValueError(f"{args.url!r} is not a URL, and no remote of that name is {where}")
+        where = searched(config.path)
+        where = f"is {where}" if config.path else f"exists: {where}"
+        raise ValueError(f"{args.url!r} is not a URL, and no remote of that name {where}")
     return (remote.url if remote else args.url), config.options(remote, args.o or [])
 
 
