@@ -39,6 +39,8 @@ from kbfs.client.streams import ResultStream, SinkWriter, upload_body
 from kbfs.client.wire import (
     JSON_HEADERS,
     MAX_BODY,
+    NOT_AN_ENDPOINT,
+    NOT_KANBOARD,
     Params,
     Redactor,
     id_key,
@@ -152,7 +154,11 @@ class RpcTransport:
                 f"HTTP {status} redirect to {where}; use that URL", method=label, status_code=status
             )
         reason = response.reason_phrase or ""
-        err = ServerError(f"HTTP {status} {reason}".rstrip(), method=label, status_code=status)
+        text = f"HTTP {status} {reason}".rstrip()
+        if status in NOT_AN_ENDPOINT:
+            # Kanboard's jsonrpc.php takes any POST; these come from something else at the URL.
+            text = f"{NOT_KANBOARD} ({text})"
+        err = ServerError(text, method=label, status_code=status)
         retry_after = response.headers.get("retry-after", "")
         err.retry_after = float(retry_after) if retry_after.isdigit() else None
         raise err
@@ -167,7 +173,12 @@ class RpcTransport:
             if head.startswith("<") or "<b>" in head or "<html" in head.lower():
                 m = re.search(r"<title>(.*?)</title>", head, re.I | re.S)
                 hint = f" ({self._redact(m.group(1).strip())[:80]})" if m else ""
-                raise ServerError(f"an HTML page instead of JSON{hint}", method=label) from None
+                text = f"an HTML page instead of JSON{hint}"
+                if re.match(r"<(!doctype|html)", head, re.I):
+                    # A whole document: a web site or a login page. A PHP error in Kanboard
+                    # is a fragment (``<br /><b>Fatal error</b>...``) and keeps the plain text.
+                    text = f"{NOT_KANBOARD} ({text})"
+                raise ServerError(text, method=label) from None
             raise ServerError("the response is not JSON", method=label) from None
 
     def _error_from_object(self, label: str, err: Any) -> KanboardError:

@@ -39,6 +39,11 @@ MAX_BODY = 64 * 1024 * 1024
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
+#: HTTP statuses Kanboard's jsonrpc.php never answers a POST with (no such page, method not
+#: allowed, method not implemented): some other server is at the URL, and retrying is useless.
+NOT_AN_ENDPOINT = frozenset({404, 405, 501})
+NOT_KANBOARD = "this is not a Kanboard JSON-RPC endpoint"
+
 
 def loads_json(body: bytes) -> Any:
     """Parse a response body: orjson (a 10,000-file listing in 10 ms instead of the stdlib's 33),
@@ -71,7 +76,7 @@ def is_retryable(exc: KanboardError) -> bool:
         return True
     if isinstance(exc, ServerError):
         code = exc.status_code
-        return code is None or code >= 500 or code in (408, 429)
+        return code not in NOT_AN_ENDPOINT and (code is None or code >= 500 or code in (408, 429))
     return False
 
 

@@ -87,11 +87,70 @@ def html_site():  # type: ignore[no-untyped-def]
     server.shutdown()
 
 
-def test_refused_connection_and_non_kanboard_url(kb, mp: Path, html_site: str) -> None:  # type: ignore[no-untyped-def]
-    for url in [f"http://127.0.0.1:{_free_port()}", html_site]:
+class _StatusSite(BaseHTTPRequestHandler):
+    """A web server whose path answers POST with 404 or 405 (nginx serving a static site)."""
+
+    def do_POST(self) -> None:
+        self.send_response(404 if self.path.startswith("/missing") else 405)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def status_site():  # type: ignore[no-untyped-def]
+    server = HTTPServer(("127.0.0.1", 0), _StatusSite)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def static_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``python3 -m http.server``: answers every POST with HTTP 501."""
+    port = _free_port()
+    root = tmp_path / "www"
+    root.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "-d", str(root), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "http.server did not start"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_refused_connection_and_non_kanboard_url(  # type: ignore[no-untyped-def]
+    kb, mp: Path, html_site: str, status_site: str, static_server: str
+) -> None:
+    """Something that is not Kanboard at the URL is named as such, with what it answered."""
+    cases = [
+        (f"http://127.0.0.1:{_free_port()}", "cannot connect"),
+        (html_site, "not a Kanboard JSON-RPC endpoint (an HTML page instead of JSON)"),
+        (static_server, "not a Kanboard JSON-RPC endpoint (HTTP 501 Unsupported method"),
+        (f"{status_site}/missing/", "not a Kanboard JSON-RPC endpoint (HTTP 404 Not Found)"),
+        (status_site, "not a Kanboard JSON-RPC endpoint (HTTP 405 Method Not Allowed)"),
+    ]
+    for url, expected in cases:
         r = kbfs("mount", url, mp, "--token-file", kb.token_file, "-f", "-o", "timeout=5")
+        err = r.stderr.decode().strip()
         assert r.returncode != 0, url
-        assert len(r.stderr.decode().strip().splitlines()) == 1, r.stderr
+        assert len(err.splitlines()) == 1, err
+        assert expected in err, err
         assert not os.path.ismount(mp)
 
 
