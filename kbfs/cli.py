@@ -12,11 +12,8 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -366,70 +363,6 @@ def cmd_install_helper(args: argparse.Namespace) -> int:
     return status
 
 
-def _default_demo_mountpoint() -> Path:
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) if runtime and os.access(runtime, os.W_OK) else Path.home()
-    return base / "kbfs-demo"
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Built-in server with sample data on a free loopback port, mounted; Ctrl-C ends both."""
-    mountpoint = Path(args.mountpoint or _default_demo_mountpoint()).expanduser()
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="kbfs-demo-"))
-    token_file = workdir / "token"
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, os.urandom(24).hex().encode())
-    os.close(fd)
-    port_file = workdir / "port"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kbfs.devserver",
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            str(workdir / "data"),
-            "--token-file",
-            str(token_file),
-            "--sample-data",
-            "--port-file",
-            str(port_file),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if server.poll() is not None or time.monotonic() > deadline:
-                return _fail("the built-in server did not start")
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{port_file.read_text().strip()}/jsonrpc.php"
-        mount_args = argparse.Namespace(
-            url=url,
-            mountpoint=str(mountpoint),
-            token_file=str(token_file),
-            user=None,
-            foreground=True,
-            o=[f"cache_dir={workdir / 'cache'}", f"state_dir={workdir / 'state'}"] + (args.o or []),
-            log_level=args.log_level,
-            log_file=None,
-            verbose=args.verbose,
-        )
-        print(f"kbfs demo: Kanboard-compatible server at {url}")
-        print(f"kbfs demo: mounted at {mountpoint}   (try: ls -l {mountpoint}/projects/1/files)")
-        print("kbfs demo: press Ctrl-C to unmount and stop", flush=True)
-        return cmd_mount(mount_args)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 def cmd_server(rest: list[str]) -> int:
     from kbfs.devserver.serve import main as server_main
 
@@ -546,16 +479,10 @@ def _add_install_helper(sub: _Subparsers, common: argparse.ArgumentParser) -> No
 
 
 def _add_demo(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
-    d = _subcommand(
-        sub,
-        common,
-        "demo",
-        help="mount a built-in demo server with sample data",
-        epilog="example:\n  kbfs demo /tmp/kb   # then, in another shell: ls -lR /tmp/kb/projects",
-    )
-    d.add_argument("mountpoint", nargs="?", help="default: $XDG_RUNTIME_DIR/kbfs-demo or ~")
-    d.add_argument("-o", action="append", metavar="OPT[,OPT...]", help="mount options")
-    d.set_defaults(func=cmd_demo)
+    from kbfs import demo
+
+    d = _subcommand(sub, common, "demo", help="mount a built-in demo server with sample data")
+    demo.add_parser(d, cmd_mount)
 
 
 COMMANDS = ("mount", "umount", "status", "clear", "demo", "server", "install-helper")

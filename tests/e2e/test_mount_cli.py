@@ -257,29 +257,79 @@ def test_server_gone_cached_content_stays_readable(kb, mounter: Mounter) -> None
     assert os.path.ismount(m.path)
 
 
-def test_demo_mounts_sample_data_and_cleans_up(tmp_path: Path) -> None:
-    mp = tmp_path / "demo"
+def _start_demo(tmp_path: Path, mp: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """``kbfs demo`` with its temporary and state directories inside ``tmp_path``."""
+    env = dict(
+        os.environ, TMPDIR=str(tmp_path / "tmp"), XDG_STATE_HOME=str(tmp_path / "state-home")
+    )
+    (tmp_path / "tmp").mkdir(exist_ok=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "kbfs", "demo", str(mp)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=env,
     )
+    deadline = time.monotonic() + 30
+    while not os.path.ismount(mp):
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return proc, env
+
+
+def test_demo_mounts_sample_data_and_cleans_up(tmp_path: Path) -> None:
+    """Ctrl-C: the demo says what it does, keeps a file never uploaded where it says, removes
+    its temporary state and the mount point it created."""
+    mp = tmp_path / "demo"
+    proc, _ = _start_demo(tmp_path, mp)
     try:
-        deadline = time.monotonic() + 30
-        while not os.path.ismount(mp):
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         projects = os.listdir(mp / "projects")
         assert len(projects) >= 2
         out = run("find", mp / "projects", "-type", "f").stdout.decode().splitlines()
         assert any(x.endswith(".png") for x in out)
         png = next(x for x in out if x.endswith(".png"))
         assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        task_dir = next(Path(x).parent for x in out if "/tasks/" in x)
+        swap = task_dir / ".notes.txt.swp"  # a local-only name: never uploaded
+        source = tmp_path / "notes"
+        source.write_bytes(b"unsaved work\n")
+        run("cp", source, swap)
+        run("cp", source, task_dir / "uploaded.txt")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=30) == 0
         assert not os.path.ismount(mp)
     finally:
         if proc.poll() is None:
             proc.kill()
         _unmount(mp)
+    said = proc.stdout.read().decode() if proc.stdout else ""
+    assert "unmounted" in said and "stopped the built-in server" in said, said
+    kept_line = next(line for line in said.splitlines() if "kept 1 file(s)" in line)
+    kept = Path(kept_line.split(" in ", 1)[1])
+    assert kept.is_relative_to(tmp_path / "state-home" / "kbfs"), kept
+    rel = task_dir.relative_to(mp)
+    assert (kept / rel / ".notes.txt.swp").read_bytes() == b"unsaved work\n"
+    assert [p.name for p in kept.rglob("*") if p.is_file()] == [".notes.txt.swp"]
+    assert f"removed the mount point {mp}" in said
+    assert not mp.exists()
+    assert os.listdir(tmp_path / "tmp") == []  # server data, token, cache: gone
+
+
+def test_demo_sigterm_leaves_a_given_mount_point(tmp_path: Path) -> None:
+    """SIGTERM ends the demo the same way; a mount point that existed before stays, and with
+    nothing left unsaved nothing is kept."""
+    mp = tmp_path / "given"
+    mp.mkdir()
+    proc, _ = _start_demo(tmp_path, mp)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _unmount(mp)
+    said = proc.stdout.read().decode() if proc.stdout else ""
+    assert "unmounted" in said and "kept" not in said and "mount point" not in said, said
+    assert mp.is_dir() and not os.path.ismount(mp)
+    assert os.listdir(tmp_path / "tmp") == []
+    assert not (tmp_path / "state-home").exists()

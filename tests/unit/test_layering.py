@@ -32,7 +32,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / "kbfs"
 # any layer below; never from a layer above. A name covers a module, or a package and every
 # module in it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("kbfs.cli", "kbfs.mounthelper", "kbfs.__main__"),  # 1. the commands people run
+    ("kbfs.cli", "kbfs.demo", "kbfs.mounthelper", "kbfs.__main__"),  # 1. the commands people run
     ("kbfs.mount",),  # 2. sets up and runs one mount
     ("kbfs.control", "kbfs.fs"),  # 3. kbfs status/clear; the pyfuse3 operations
     ("kbfs.vfs",),  # 4. the filesystem without FUSE
