@@ -256,6 +256,15 @@ class Vfs:
                 continue
             yield name, node, listed.ino
 
+    def dir_and_parent(self, fh: int) -> tuple[Node, Node]:
+        """The nodes ``.`` and ``..`` of an open directory stand for (the root is its own
+        parent; the kernel resolves ``..`` of the mount point itself)."""
+        directory = self._dir_handles[fh].dir
+        try:
+            return directory, self.node(directory.parent)
+        except NoEntry:  # the parent was dropped meanwhile: "." still lists
+            return directory, directory
+
     def releasedir(self, fh: int) -> None:
         self._dir_handles.pop(fh, None)
 
