@@ -218,12 +218,12 @@ class Operations(pyfuse3.Operations):
         # Vfs.dir_entries): no await in this loop.
         if start_id < DOTS:
             directory, parent = self.vfs.dir_and_parent(fh)
-            for position, name, node in ((1, b".", directory), (2, b"..", parent)):
+            for position, dots, node in ((1, b".", directory), (2, b"..", parent)):
                 if position <= start_id:
                     continue
                 # The kernel makes no dentry of these and counts no lookup (fuse_direntplus_link
                 # skips them): nothing to remember.
-                if not pyfuse3.readdir_reply(token, name, self._node_entry(node), position):
+                if not pyfuse3.readdir_reply(token, dots, self._node_entry(node), position):
                     return
         for name, node, position in self.vfs.dir_entries(fh, max(start_id - DOTS, 0)):
             entry = self._node_entry(node)
