@@ -41,12 +41,14 @@ from kbfs.client.wire import (
     MAX_BODY,
     NOT_AN_ENDPOINT,
     NOT_KANBOARD,
+    PHP_MEMORY,
     Params,
     Redactor,
     id_key,
     is_idempotent,
     is_retryable,
     loads_json,
+    too_large_hint,
 )
 
 log = logging.getLogger(__name__)
@@ -170,6 +172,8 @@ class RpcTransport:
             return loads_json(body)
         except ValueError:
             head = body.lstrip()[:200].decode("utf-8", "replace")
+            if "Allowed memory size" in head:  # PHP's fatal error with display_errors=On
+                raise ServerError(f"PHP ran out of memory ({PHP_MEMORY})", method=label) from None
             if head.startswith("<") or "<b>" in head or "<html" in head.lower():
                 m = re.search(r"<title>(.*?)</title>", head, re.I | re.S)
                 hint = f" ({self._redact(m.group(1).strip())[:80]})" if m else ""
@@ -437,7 +441,10 @@ class RpcTransport:
         self._calls[method] += 1
         length, body = upload_body(method, params, rid, source, size)
         headers = {**JSON_HEADERS, "Content-Length": str(length)}
-        data = await self._exchange(
-            method, body, headers=headers, deadline=self._hard_deadline(length), request_id=rid
-        )
-        return self.unwrap(method, self._parse_json(method, data), rid)
+        try:
+            data = await self._exchange(
+                method, body, headers=headers, deadline=self._hard_deadline(length), request_id=rid
+            )
+            return self.unwrap(method, self._parse_json(method, data), rid)
+        except ServerError as exc:
+            raise too_large_hint(exc, size) from exc.__cause__
