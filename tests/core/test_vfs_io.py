@@ -434,6 +434,11 @@ async def test_a_write_past_max_file_size_is_efbig_and_nothing_is_uploaded(
     assert rig.kb.count("create_file") == 0 and rig.kb.names(rig.tasks) == []
     assert rig.pending_paths() == [f"/{rig.path(rig.tasks)}/big.bin"]
     assert (await rig.stat(rig.tasks, "big.bin")).size == 600
+    rig.crash()  # the next mount does not upload it either
+    rig = await rig.remount()
+    await rig.vfs.retry_once()
+    assert rig.kb.count("create_file") == 0
+    assert rig.pending_paths() == [f"/{rig.path(rig.tasks)}/big.bin"]
     node = await rig.vfs.lookup(await rig.dir(rig.tasks), "big.bin")
     await raises_errno(errno.EFBIG, rig.vfs.setattr(node.ino, None, size=1001))
     await rig.vfs.setattr(node.ino, None, size=500)  # under the limit: uploaded as it is
