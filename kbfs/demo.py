@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
@@ -95,6 +96,10 @@ def run_demo(args: argparse.Namespace, mount: Callable[[argparse.Namespace], int
         _say(f"Kanboard-compatible server at {url}")
         _say(f"mounted at {mountpoint}   (try: ls -l {mountpoint}/projects/1/files)")
         _say("press Ctrl-C to unmount and stop")
+        if not args.verbose and not args.log_level:
+            # The mount's few INFO lines say what a stop does the moment it starts
+            # ("SIGINT: finishing uploads in flight, then unmounting").
+            logging.getLogger("kbfs.mount").setLevel(logging.INFO)
         status = mount(mount_args)
         _say(f"unmounted {mountpoint}")
     except KeyboardInterrupt:

@@ -304,6 +304,8 @@ def test_demo_mounts_sample_data_and_cleans_up(tmp_path: Path) -> None:
         _unmount(mp)
     said = proc.stdout.read().decode() if proc.stdout else ""
     assert "unmounted" in said and "stopped the built-in server" in said, said
+    errors = proc.stderr.read().decode() if proc.stderr else ""
+    assert "SIGINT: finishing uploads in flight, then unmounting" in errors, errors
     kept_line = next(line for line in said.splitlines() if "kept 1 file(s)" in line)
     kept = Path(kept_line.split(" in ", 1)[1])
     assert kept.is_relative_to(tmp_path / "state-home" / "kbfs"), kept
