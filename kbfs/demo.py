@@ -47,8 +47,14 @@ def default_mountpoint() -> Path:
 
 def add_parser(parser: argparse.ArgumentParser, mount: Callable[[argparse.Namespace], int]) -> None:
     """Fill in the ``demo`` subcommand; ``mount`` is ``kbfs mount``'s command function."""
-    parser.epilog = EPILOG
-    parser.add_argument("mountpoint", nargs="?", help=f"default: {default_mountpoint()}")
+    # In the epilog, whose lines are kept as written: argparse would wrap a long path in the
+    # argument's help at its hyphens.
+    parser.epilog = (
+        f"default mount point: {default_mountpoint()}\n"
+        "  ($XDG_RUNTIME_DIR/kbfs-demo if that directory is writable, else ~/kbfs-demo)\n\n"
+        + EPILOG
+    )
+    parser.add_argument("mountpoint", nargs="?", help="where to mount (default: see below)")
     parser.add_argument("-o", action="append", metavar="OPT[,OPT...]", help="mount options")
     parser.set_defaults(func=lambda args: run_demo(args, mount))
 

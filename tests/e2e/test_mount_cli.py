@@ -335,3 +335,16 @@ def test_demo_sigterm_leaves_a_given_mount_point(tmp_path: Path) -> None:
     assert mp.is_dir() and not os.path.ismount(mp)
     assert os.listdir(tmp_path / "tmp") == []
     assert not (tmp_path / "state-home").exists()
+
+
+def test_demo_help_shows_the_real_default_mount_point(tmp_path: Path) -> None:
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
+    r = kbfs("demo", "--help", env=env)
+    text = r.stdout.decode()
+    assert r.returncode == 0 and f"default mount point: {runtime / 'kbfs-demo'}\n" in text, text
+    env = dict(os.environ, HOME=str(tmp_path), XDG_RUNTIME_DIR=str(tmp_path / "missing"))
+    r = kbfs("demo", "--help", env=env)
+    text = r.stdout.decode()
+    assert f"default mount point: {tmp_path / 'kbfs-demo'}\n" in text, text
