@@ -94,9 +94,11 @@ def kbfs_source() -> str:
         text=True,
         check=False,
     ).stdout.strip()
-    # Never the machine's path in the output (it goes into README and RESULTS.md).
-    where = "this checkout" if src.resolve() == ROOT.resolve() else f"checkout {src.name}"
-    return where + (f" ({rev})" if rev else "")
+    # The commit, never a path of the machine: the output goes into README and RESULTS.md.
+    label = f"commit {rev}" if rev else "no git commit known"
+    if src.resolve() != ROOT.resolve():
+        label += " (not the benchmark's own checkout: PYTHONPATH)"
+    return label
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -13,11 +13,8 @@ import functools
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,13 +126,14 @@ def _daemonize(keep_stderr: bool = False) -> Callable[[str | None], None]:
 
 def _resolve_source(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """(url, options) from SOURCE (a URL or a remote name), the config file and ``-o``."""
-    from kbfs.config import load_config, looks_like_url
+    from kbfs.config import load_config, looks_like_url, searched
 
     config = load_config(getattr(args, "config", None))
     remote = None if looks_like_url(args.url) else config.remote(args.url)
     if remote is None and not looks_like_url(args.url):
-        where = f"in {config.path}" if config.path else "(there is no config file)"
-        raise ValueError(f"{args.url!r} is not a URL, and no remote of that name is {where}")
+        where = searched(config.path)
+        where = f"is {where}" if config.path else f"exists: {where}"
+        raise ValueError(f"{args.url!r} is not a URL, and no remote of that name {where}")
     return (remote.url if remote else args.url), config.options(remote, args.o or [])
 
 
@@ -299,70 +297,6 @@ def cmd_clear(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_demo_mountpoint() -> Path:
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) if runtime and os.access(runtime, os.W_OK) else Path.home()
-    return base / "kbfs-demo"
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Built-in server with sample data on a free loopback port, mounted; Ctrl-C ends both."""
-    mountpoint = Path(args.mountpoint or _default_demo_mountpoint()).expanduser()
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="kbfs-demo-"))
-    token_file = workdir / "token"
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, os.urandom(24).hex().encode())
-    os.close(fd)
-    port_file = workdir / "port"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kbfs.devserver",
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            str(workdir / "data"),
-            "--token-file",
-            str(token_file),
-            "--sample-data",
-            "--port-file",
-            str(port_file),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if server.poll() is not None or time.monotonic() > deadline:
-                return _fail("the built-in server did not start")
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{port_file.read_text().strip()}/jsonrpc.php"
-        mount_args = argparse.Namespace(
-            url=url,
-            mountpoint=str(mountpoint),
-            token_file=str(token_file),
-            user=None,
-            foreground=True,
-            o=[f"cache_dir={workdir / 'cache'}", f"state_dir={workdir / 'state'}"] + (args.o or []),
-            log_level=args.log_level,
-            log_file=None,
-            verbose=args.verbose,
-        )
-        print(f"kbfs demo: Kanboard-compatible server at {url}")
-        print(f"kbfs demo: mounted at {mountpoint}   (try: ls -l {mountpoint}/projects/1/files)")
-        print("kbfs demo: press Ctrl-C to unmount and stop", flush=True)
-        return cmd_mount(mount_args)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 def cmd_server(rest: list[str]) -> int:
     from kbfs.devserver.serve import main as server_main
 
@@ -466,16 +400,10 @@ def _add_clear(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def _add_demo(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
-    d = _subcommand(
-        sub,
-        common,
-        "demo",
-        help="mount a built-in demo server with sample data",
-        epilog="example:\n  kbfs demo /tmp/kb   # then, in another shell: ls -lR /tmp/kb/projects",
-    )
-    d.add_argument("mountpoint", nargs="?", help="default: $XDG_RUNTIME_DIR/kbfs-demo or ~")
-    d.add_argument("-o", action="append", metavar="OPT[,OPT...]", help="mount options")
-    d.set_defaults(func=cmd_demo)
+    from kbfs import demo
+
+    d = _subcommand(sub, common, "demo", help="mount a built-in demo server with sample data")
+    demo.add_parser(d, cmd_mount)
 
 
 COMMANDS = ("mount", "umount", "status", "clear", "demo", "server", *HELPER_COMMANDS)

@@ -1,7 +1,8 @@
 """The configuration file: named remotes, so ``kbfs mount work ~/kb`` needs no URL or flags.
 
-``/etc/kbfs/config.toml`` (or ``$XDG_CONFIG_HOME/kbfs/config.toml`` for a user; ``--config``
-or ``$KBFS_CONFIG`` to name another)::
+``$XDG_CONFIG_HOME/kbfs/config.toml`` (``~/.config/kbfs/config.toml``) for a user, else
+``/etc/kbfs/config.toml``; root reads only the latter (see :func:`default_path`). ``--config``
+or ``$KBFS_CONFIG`` names another::
 
     [defaults]                 # mount options for every remote
     dir_cache_ttl = 10
@@ -67,18 +68,51 @@ class Config:
         return parse_options(cli_specs, base)
 
 
+def _user_file(env: dict[str, str]) -> Path:
+    base = env.get("XDG_CONFIG_HOME") or platformdirs.user_config_dir()
+    return Path(base) / "kbfs" / "config.toml"
+
+
 def default_path(env: dict[str, str] | None = None, uid: int | None = None) -> Path | None:
-    """The file to read when none is named: the user's, else the system's; None if neither."""
+    """The file to read when none is named: the user's, else the system's; None if neither.
+
+    Root reads only the system file. Root's mounts are the system's (fstab, systemd units,
+    mount(8)), started with whatever HOME their caller had: a file under root's home that
+    silently changed what those mount would be a trap, so root's own file is named in the
+    error instead (see :func:`searched`).
+    """
     env = dict(os.environ) if env is None else env
     uid = os.getuid() if uid is None else uid
     if env.get("KBFS_CONFIG"):
         return Path(env["KBFS_CONFIG"])
     if uid != 0:
-        base = env.get("XDG_CONFIG_HOME") or platformdirs.user_config_dir()
-        user_file = Path(base) / "kbfs" / "config.toml"
+        user_file = _user_file(env)
         if user_file.exists():
             return user_file
     return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None
+
+
+def searched(found: Path | None, env: dict[str, str] | None = None, uid: int | None = None) -> str:
+    """Where kbfs looked for remotes (``found``: the file it read, if any), for an error.
+
+    Names every path tried, and root's own file when it exists but was not read, so a
+    person can see at once why their remote is unknown.
+    """
+    env = dict(os.environ) if env is None else env
+    uid = os.getuid() if uid is None else uid
+    if found is not None:
+        text = f"in {found}"
+    elif uid != 0:
+        text = f"no config file at {_user_file(env)} or {SYSTEM_CONFIG}"
+    else:
+        text = f"no config file at {SYSTEM_CONFIG}"
+    user_file = _user_file(env)
+    if uid == 0 and not env.get("KBFS_CONFIG") and found != user_file and user_file.exists():
+        text += (
+            f"; as root kbfs reads only {SYSTEM_CONFIG}, not {user_file}:"
+            f" move it there or add --config {user_file}"
+        )
+    return text
 
 
 def _table_of(header: str) -> tuple[str, ...]:

@@ -39,6 +39,8 @@ R = TypeVar("R")
 
 error_counts: Counter[str] = Counter()
 
+DOTS = 2  # readdir positions taken by "." and ".." before a directory's entries
+
 
 def fuse_errors(
     fn: Callable[P, Coroutine[Any, Any, R]],
@@ -209,13 +211,23 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        # Positions are inodes of opendir's entries: stable even if the directory changes
-        # between calls (never a list index). A listing of 100,000 files takes ~30 calls:
-        # each starts by bisecting, not by skipping what earlier ones sent. Each entry names
-        # the node its name shows now (see Vfs.dir_entries): no await in this loop.
-        for name, node, position in self.vfs.dir_entries(fh, start_id):
+        # Positions: 1 after ".", 2 after "..", then 2 + the inode of each of opendir's
+        # entries: stable even if the directory changes between calls (never a list index).
+        # A listing of 100,000 files takes ~30 calls: each starts by bisecting, not by
+        # skipping what earlier ones sent. Each entry names the node its name shows now (see
+        # Vfs.dir_entries): no await in this loop.
+        if start_id < DOTS:
+            directory, parent = self.vfs.dir_and_parent(fh)
+            for position, dots, node in ((1, b".", directory), (2, b"..", parent)):
+                if position <= start_id:
+                    continue
+                # The kernel makes no dentry of these and counts no lookup (fuse_direntplus_link
+                # skips them): nothing to remember.
+                if not pyfuse3.readdir_reply(token, dots, self._node_entry(node), position):
+                    return
+        for name, node, position in self.vfs.dir_entries(fh, max(start_id - DOTS, 0)):
             entry = self._node_entry(node)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry, position):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry, position + DOTS):
                 break
             self.vfs.remember(node)  # READDIRPLUS: each accepted entry is a lookup
 

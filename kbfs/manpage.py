@@ -37,6 +37,11 @@ OPTION_DOCS: dict[str, tuple[str, str]] = {
         "where unsaved uploads are spooled and the background log is kept (XDG state dir)",
     ),
     "cache_size": ("cache_size=SIZE", "content cache bound, e.g. 500M or 2G (2G)"),
+    "max_file_size": (
+        "max_file_size=SIZE",
+        "a write past this size fails with EFBIG and the file is never uploaded (no default:"
+        " Kanboard's PHP memory_limit decides; a file needs about 3x its size)",
+    ),
     "token_file": ("token_file=FILE", "the same as --token-file"),
     "user": ("user=NAME", "the same as --user"),
     "log_level": ("log_level=LEVEL", "DEBUG, INFO, WARNING (the default) or ERROR"),

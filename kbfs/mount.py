@@ -171,6 +171,7 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
                 op_timeout=options.timeout,
                 kernel_cache_timeout=options.attr_timeout,
                 local_names=local_names(options),
+                max_file_size=options.max_file_size,
             ),
             content,
             spool,

@@ -66,6 +66,9 @@ class MountOptions:
     cache_dir: str | None = None
     state_dir: str | None = None
     cache_size: int = 2 << 30
+    # Largest file a write may make (None: no limit). Kanboard states no limit through its API;
+    # its PHP settings (memory_limit above all) decide, and only the administrator knows them.
+    max_file_size: int | None = None
     token_file: str | None = None
     user: str | None = None
     log_level: str | None = None
@@ -87,7 +90,12 @@ _STR = {"cache_dir", "state_dir", "token_file", "user", "log_level", "cafile"}
 
 
 FLAGS = frozenset({"ro", "allow_other", "xattr", "noxattr"})
-VALUED = frozenset(_INT | _FLOAT | _STR | {"umask", "cache_size", "local_names", "local_names_add"})
+VALUED = frozenset(
+    _INT
+    | _FLOAT
+    | _STR
+    | {"umask", "cache_size", "max_file_size", "local_names", "local_names_add"}
+)
 
 
 def parse_options(specs: list[str], base: MountOptions | None = None) -> MountOptions:
@@ -130,6 +138,8 @@ def parse_options(specs: list[str], base: MountOptions | None = None) -> MountOp
                     )
                 elif key == "cache_size":
                     values["cache_size"] = parse_size(value)
+                elif key == "max_file_size":
+                    values["max_file_size"] = parse_size(value) or None  # 0: no limit
                 elif key in _INT:
                     values[key] = int(value)
                 elif key in _FLOAT:

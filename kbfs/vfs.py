@@ -46,7 +46,7 @@ from kbfs.ops.mover import Mover
 from kbfs.ops.remover import Remover
 from kbfs.remote.refresher import Refresher, RefreshPolicy
 from kbfs.storage.contentcache import ContentCache, Opened, mapped_if_complete
-from kbfs.storage.spool import Spool
+from kbfs.storage.spool import PendingFile, Spool
 from kbfs.upload.recovery import Recovery
 from kbfs.upload.uploader import Uploader
 
@@ -69,6 +69,7 @@ class VfsConfig:
     local_names: tuple[str, ...] = DEFAULT_LOCAL_NAMES
     op_timeout: float = 30.0  # bound on one listing, retries included
     kernel_cache_timeout: float = 1.0  # how long the kernel trusts a name or attributes
+    max_file_size: int | None = None  # -o max_file_size: writes past it fail with EFBIG
 
 
 @dataclass(eq=False)
@@ -256,6 +257,15 @@ class Vfs:
                 continue
             yield name, node, listed.ino
 
+    def dir_and_parent(self, fh: int) -> tuple[Node, Node]:
+        """The nodes ``.`` and ``..`` of an open directory stand for (the root is its own
+        parent; the kernel resolves ``..`` of the mount point itself)."""
+        directory = self._dir_handles[fh].dir
+        try:
+            return directory, self.node(directory.parent)
+        except NoEntry:  # the parent was dropped meanwhile: "." still lists
+            return directory, directory
+
     def releasedir(self, fh: int) -> None:
         self._dir_handles.pop(fh, None)
 
@@ -359,7 +369,9 @@ class Vfs:
         writable = accmode in (os.O_WRONLY, os.O_RDWR)
         if writable:
             self._check_writable(node)
-            await self.uploader.open_for_change(node, truncate=bool(flags & os.O_TRUNC))
+            pending = await self.uploader.open_for_change(node, truncate=bool(flags & os.O_TRUNC))
+            if flags & os.O_TRUNC and pending.too_large:
+                pending.too_large, pending.last_error = False, None  # rewritten from zero
         if node.pending is not None:
             fd = os.open(node.pending.path, os.O_RDWR if writable else os.O_RDONLY)
             return self._add_handle(Handle(self._alloc_fh(), node, fd, writable))
@@ -411,9 +423,19 @@ class Vfs:
         if not handle.writable or pending is None:
             raise FsError("not open for writing", errno.EBADF)
         async with pending.lock:
+            limit = self.config.max_file_size
+            if limit is not None and offset + len(data) > limit:
+                raise self._too_large(pending, limit)
             written = os.pwrite(handle.fd, data, offset)
             pending.touch()
         return written
+
+    def _too_large(self, pending: PendingFile, limit: int) -> FsError:
+        """EFBIG for a write past ``max_file_size``; the file is marked so that the truncated
+        copy it now holds is never uploaded (see SEMANTICS.md, Writing)."""
+        pending.too_large = True
+        pending.last_error = f"a write passed max_file_size={limit}: not uploaded"
+        return FsError(f"file larger than max_file_size ({limit} bytes)", errno.EFBIG)
 
     async def flush(self, fh: int) -> None:
         """On every close(): upload a dirty file, and fail the close if that fails."""
@@ -424,6 +446,8 @@ class Vfs:
         if node.pending.dirty:
             self.ns.relink(node)
             await self.uploader.upload(node)
+        if node.pending is not None and node.pending.too_large:
+            raise FsError(node.pending.last_error or "too large", errno.EFBIG)
 
     async def fsync(self, fh: int) -> None:
         await self.flush(fh)
@@ -484,11 +508,16 @@ class Vfs:
             if node.type is not NodeType.FILE:
                 raise IsADirectory()
             self._check_writable(node)
+            limit = self.config.max_file_size
             pending = await self.uploader.open_for_change(node, truncate=size == 0)
             async with pending.lock:
+                if limit is not None and size > limit:  # refused: the content is unchanged
+                    raise FsError(f"larger than max_file_size ({limit} bytes)", errno.EFBIG)
                 if size != pending.size():
                     os.truncate(pending.path, size)
                     pending.touch()
+                if pending.too_large:
+                    pending.too_large, pending.last_error = False, None  # back under the limit
             if fh is None and pending.dirty and not node.discarded:
                 await self.uploader.upload(node)  # truncate(1) has no close() to upload on
             if fh is None and node.open_handles == 0:

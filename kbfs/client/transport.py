@@ -39,12 +39,16 @@ from kbfs.client.streams import ResultStream, SinkWriter, upload_body
 from kbfs.client.wire import (
     JSON_HEADERS,
     MAX_BODY,
+    NOT_AN_ENDPOINT,
+    NOT_KANBOARD,
+    PHP_MEMORY,
     Params,
     Redactor,
     id_key,
     is_idempotent,
     is_retryable,
     loads_json,
+    too_large_hint,
 )
 
 log = logging.getLogger(__name__)
@@ -152,7 +156,11 @@ class RpcTransport:
                 f"HTTP {status} redirect to {where}; use that URL", method=label, status_code=status
             )
         reason = response.reason_phrase or ""
-        err = ServerError(f"HTTP {status} {reason}".rstrip(), method=label, status_code=status)
+        text = f"HTTP {status} {reason}".rstrip()
+        if status in NOT_AN_ENDPOINT:
+            # Kanboard's jsonrpc.php takes any POST; these come from something else at the URL.
+            text = f"{NOT_KANBOARD} ({text})"
+        err = ServerError(text, method=label, status_code=status)
         retry_after = response.headers.get("retry-after", "")
         err.retry_after = float(retry_after) if retry_after.isdigit() else None
         raise err
@@ -164,10 +172,17 @@ class RpcTransport:
             return loads_json(body)
         except ValueError:
             head = body.lstrip()[:200].decode("utf-8", "replace")
+            if "Allowed memory size" in head:  # PHP's fatal error with display_errors=On
+                raise ServerError(f"PHP ran out of memory ({PHP_MEMORY})", method=label) from None
             if head.startswith("<") or "<b>" in head or "<html" in head.lower():
                 m = re.search(r"<title>(.*?)</title>", head, re.I | re.S)
                 hint = f" ({self._redact(m.group(1).strip())[:80]})" if m else ""
-                raise ServerError(f"an HTML page instead of JSON{hint}", method=label) from None
+                text = f"an HTML page instead of JSON{hint}"
+                if re.match(r"<(!doctype|html)", head, re.I):
+                    # A whole document: a web site or a login page. A PHP error in Kanboard
+                    # is a fragment (``<br /><b>Fatal error</b>...``) and keeps the plain text.
+                    text = f"{NOT_KANBOARD} ({text})"
+                raise ServerError(text, method=label) from None
             raise ServerError("the response is not JSON", method=label) from None
 
     def _error_from_object(self, label: str, err: Any) -> KanboardError:
@@ -426,7 +441,10 @@ class RpcTransport:
         self._calls[method] += 1
         length, body = upload_body(method, params, rid, source, size)
         headers = {**JSON_HEADERS, "Content-Length": str(length)}
-        data = await self._exchange(
-            method, body, headers=headers, deadline=self._hard_deadline(length), request_id=rid
-        )
-        return self.unwrap(method, self._parse_json(method, data), rid)
+        try:
+            data = await self._exchange(
+                method, body, headers=headers, deadline=self._hard_deadline(length), request_id=rid
+            )
+            return self.unwrap(method, self._parse_json(method, data), rid)
+        except ServerError as exc:
+            raise too_large_hint(exc, size) from exc.__cause__

@@ -39,6 +39,41 @@ MAX_BODY = 64 * 1024 * 1024
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
+#: HTTP statuses Kanboard's jsonrpc.php never answers a POST with (no such page, method not
+#: allowed, method not implemented): some other server is at the URL, and retrying is useless.
+NOT_AN_ENDPOINT = frozenset({404, 405, 501})
+NOT_KANBOARD = "this is not a Kanboard JSON-RPC endpoint"
+
+PHP_MEMORY = "memory_limit"
+
+#: Uploads at least this large that fail with a server error get the memory_limit hint. Kanboard
+#: holds about 3x a file in memory while storing it (the JSON body, the decoded bytes, PHP's
+#: copies), so with PHP's default memory_limit=128M files above ~40 MiB fail with HTTP 500 after
+#: the whole body was sent; a smaller file failing is more likely something else.
+LARGE_UPLOAD = 8 << 20
+
+
+def too_large_hint(exc: ServerError, size: int) -> ServerError:
+    """``exc`` (an upload's server error), with what is likely wrong and what can be changed
+    when the file was large or PHP said it ran out of memory; else ``exc`` itself."""
+    code = exc.status_code
+    server_failed = code is None or code >= 500
+    if not server_failed or code in NOT_AN_ENDPOINT:
+        return exc
+    if size < LARGE_UPLOAD and PHP_MEMORY not in exc.message:
+        return exc
+    mib = size / (1 << 20)
+    hint = (
+        f"{exc.message} after the whole {mib:.1f} MiB file was sent: most likely the server's"
+        f" PHP memory_limit is too small for it (Kanboard needs about 3x a file's size, here"
+        f" ~{3 * mib:.0f} MiB). The Kanboard administrator can raise memory_limit in php.ini"
+        " (post_max_size and upload_max_filesize limit only the web UI's uploads);"
+        " -o max_file_size= refuses such files at the write"
+    )
+    err = ServerError(hint, method=exc.method, status_code=code)
+    err.retry_after = exc.retry_after
+    return err
+
 
 def loads_json(body: bytes) -> Any:
     """Parse a response body: orjson (a 10,000-file listing in 10 ms instead of the stdlib's 33),
@@ -71,7 +106,7 @@ def is_retryable(exc: KanboardError) -> bool:
         return True
     if isinstance(exc, ServerError):
         code = exc.status_code
-        return code is None or code >= 500 or code in (408, 429)
+        return code not in NOT_AN_ENDPOINT and (code is None or code >= 500 or code in (408, 429))
     return False
 
 

@@ -2,7 +2,7 @@
 
 Three projects with open and closed tasks, text/markdown files and real PNG images as task and
 project attachments.  It deliberately includes a few things a client must cope with: two attachments
-with the same name on one task, a file uploaded by a named user, and a closed task with files.
+with the same name on one task, every file with a named uploader, and a closed task with files.
 Users: ``alice`` / ``alice-password`` (project-member of the first two projects) and ``bob`` /
 ``bob-password`` (project-viewer of the first); ``admin`` / ``admin`` exists as in a fresh Kanboard.
 """
@@ -60,25 +60,32 @@ def seed_sample_data(store: Store) -> None:
     task(archive, "Migrate old assets")
 
     text = str.encode
-    store.upload("task", mockups, "homepage.png", make_png(320, 200, (70, 130, 180), 20), 0)
+    # Uploaded by people, as through Kanboard's web UI (the user_id of a file sent with the
+    # application API token is 0: no uploader, see kbfs.namespace.attributes).
+    admin_user = store.user_by_name("admin")
+    assert admin_user is not None
+    admin = int(admin_user["id"])
+    store.upload("task", mockups, "homepage.png", make_png(320, 200, (70, 130, 180), 20), alice)
     store.upload("task", mockups, "notes.md", text("# Mockup notes\n\nHero image left.\n"), alice)
-    store.upload("task", mockups, "mobile view.png", make_png(120, 240, (60, 179, 113), 30), 0)
-    store.upload("task", audit, "checklist.txt", text("[ ] contrast\n[ ] alt texts\n"), 0)
-    store.upload("task", fonts, "fonts.md", text("Inter for text, Fira Code for code.\n"), 0)
-    store.upload("task", login, "login-flow.png", make_png(200, 150, (218, 165, 32), 25), 0)
-    store.upload("task", login, "requirements.txt", text("OAuth, biometrics, offline.\n"), 0)
-    store.upload("task", push, "payload.json", text('{"title": "Hi", "badge": 1}\n'), 0)
-    store.upload("task", listing, "description.txt", text("The best board in your pocket.\n"), 0)
+    store.upload("task", mockups, "mobile view.png", make_png(120, 240, (60, 179, 113), 30), alice)
+    store.upload("task", audit, "checklist.txt", text("[ ] contrast\n[ ] alt texts\n"), alice)
+    store.upload("task", fonts, "fonts.md", text("Inter for text, Fira Code for code.\n"), alice)
+    store.upload("task", login, "login-flow.png", make_png(200, 150, (218, 165, 32), 25), alice)
+    store.upload("task", login, "requirements.txt", text("OAuth, biometrics, offline.\n"), alice)
+    store.upload("task", push, "payload.json", text('{"title": "Hi", "badge": 1}\n'), alice)
+    store.upload(
+        "task", listing, "description.txt", text("The best board in your pocket.\n"), alice
+    )
     # Same name twice, uploaded in different seconds so each keeps its own content (uploads of
     # one name to one task within the same second would share storage: kanboard-api §7).
     real_clock = store.clock
     store.clock = lambda: real_clock() - 3600
     try:
-        store.upload("task", retro, "report.txt", text("First draft of the report.\n"), 0)
+        store.upload("task", retro, "report.txt", text("First draft of the report.\n"), admin)
     finally:
         store.clock = real_clock
-    store.upload("task", retro, "report.txt", text("Final report, reviewed.\n"), 0)
-    store.upload("project", web, "README.md", text(_README), 0)
-    store.upload("project", web, "logo.png", make_png(64, 64, (200, 40, 40), 8), 0)
-    store.upload("project", app, "roadmap.txt", text(_ROADMAP), 0)
-    store.upload("project", archive, "summary.md", text("# 2024\n\nAll done.\n"), 0)
+    store.upload("task", retro, "report.txt", text("Final report, reviewed.\n"), admin)
+    store.upload("project", web, "README.md", text(_README), alice)
+    store.upload("project", web, "logo.png", make_png(64, 64, (200, 40, 40), 8), alice)
+    store.upload("project", app, "roadmap.txt", text(_ROADMAP), alice)
+    store.upload("project", archive, "summary.md", text("# 2024\n\nAll done.\n"), admin)

@@ -88,9 +88,11 @@ def xattrs_of(
         record = node.record
         if record is not None and node.pending is None:
             out["user.kanboard.id"] = str(record.id)
-            out["user.kanboard.uploader"] = record.username or (
-                "" if record.user_id == 0 else str(record.user_id)
-            )
+            # Kanboard records no user (user_id 0) for a file sent with the application API
+            # token: no attribute then, rather than an empty one that says nothing.
+            uploader = record.username or (str(record.user_id) if record.user_id else "")
+            if uploader:
+                out["user.kanboard.uploader"] = uploader
             out["user.kanboard.date"] = time.strftime(
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.date)
             )
@@ -112,17 +114,22 @@ def xattrs_of(
 
 
 def statfs() -> dict[str, int]:
-    """Kanboard reports no quota: advertise plenty so copies start."""
+    """Kanboard reports no quota and has no inodes: advertise plenty so copies start.
+
+    The file counts are equal (like rclone's mounts): ``df -i`` shows 0 % used rather than a
+    count kbfs does not know (sshfs passes on the server's disk figures; there are none here).
+    """
     block = 4096
     total = 1 << 40
+    files = 1_000_000_000
     return {
         "f_bsize": block,
         "f_frsize": block,
         "f_blocks": total // block,
         "f_bfree": total // block,
         "f_bavail": total // block,
-        "f_files": 1 << 32,
-        "f_ffree": 1 << 31,
-        "f_favail": 1 << 31,
+        "f_files": files,
+        "f_ffree": files,
+        "f_favail": files,
         "f_namemax": 255,
     }

@@ -53,6 +53,9 @@ class PendingFile:
     # Left by an earlier mount (a crash): before it is uploaded, the server is checked for a
     # newer version of the file made meanwhile (see Uploader._check_conflict).
     from_earlier_mount: bool = False
+    # A write was refused for passing max_file_size: what is here is a truncated copy, never
+    # to be uploaded, until the file is truncated below the limit (or rewritten from zero).
+    too_large: bool = False
 
     @property
     def dirty(self) -> bool:
@@ -137,6 +140,7 @@ class Spool:
             "lost_attempts": [list(entry) for entry in pending.attempts],
             "failures": pending.failures,
             "last_error": pending.last_error,
+            "too_large": pending.too_large,
         }
         _write_json(pending.meta_path, record)
 
@@ -182,6 +186,7 @@ class Spool:
                 ],
                 created=float(meta.get("created") or time.time()),
                 from_earlier_mount=True,
+                too_large=bool(meta.get("too_large")),
             )
             found.append((pending, meta))
         return found

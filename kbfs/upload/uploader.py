@@ -195,6 +195,11 @@ class Uploader:
         if self.ns.is_scratch(node):
             self.spool.sync(pending)
             return None  # a scratch file: never uploaded (see DEFAULT_LOCAL_NAMES)
+        if pending.too_large:
+            # A write passed max_file_size: a truncated copy. Kept, described, never sent.
+            self.spool.describe(pending, container, server_name, node.record, node.stale)
+            self.spool.sync(pending)
+            return None
         _check_storable(pending, server_name, size)
         version = pending.version
         record = await self.lost_creates.resolve(node, container, server_name, size)

@@ -42,3 +42,6 @@ def test_quick_benchmark_runs_and_prints_every_row() -> None:
     assert set(rows) == {str(n) for n in range(1, 9)}, proc.stdout
     assert "MISSED" in proc.stdout or " ok " in proc.stdout or "| - |" in proc.stdout
     assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    # The header names the commit measured, never a path of the machine (it goes into docs).
+    assert re.search(r"^kbfs: commit [0-9a-f]{7}", proc.stdout, re.MULTILINE), proc.stdout
+    assert str(ROOT) not in proc.stdout

@@ -471,7 +471,13 @@ async def test_retries_exhausted(autojump_clock: Any) -> None:
 
 
 async def test_not_retried_errors(autojump_clock: Any) -> None:
-    for response in (httpx.Response(404), httpx.Response(401), httpx.Response(403)):
+    # 501 (e.g. python -m http.server) is a 5xx that never goes away: not retried either.
+    for response in (
+        httpx.Response(404),
+        httpx.Response(501),
+        httpx.Response(401),
+        httpx.Response(403),
+    ):
         async with client_for(_fixed(response)) as client:
             with pytest.raises(KanboardError):
                 await client.get_version()
@@ -851,3 +857,24 @@ def test_a_reply_nested_too_deeply_is_a_parse_failure() -> None:
 
     with pytest.raises(ValueError, match="nests too deeply"):
         loads_json(b"[" * 100_000)
+
+
+async def test_an_upload_php_had_no_memory_for_says_what_to_change() -> None:
+    """HTTP 500 after a large body, or PHP's own "Allowed memory size" page (display_errors
+    on) after any body: the message names memory_limit; a small file's 500 stays plain."""
+    fatal = "<br />\n<b>Fatal error</b>:  Allowed memory size of 134217728 bytes exhausted"
+    big = 9 << 20
+    cases = [
+        (httpx.Response(500), big, "~27 MiB"),
+        (httpx.Response(200, text=fatal), 1000, "memory_limit in php.ini"),
+        (httpx.Response(500), 1000, None),
+    ]
+    for response, size, expected in cases:
+        async with client_for(_fixed(response)) as client:
+            with pytest.raises(ServerError) as info:
+                await client.create_file(TASK, "a.bin", io.BytesIO(b"x" * size), size)
+        message = str(info.value)
+        if expected is None:
+            assert "memory_limit" not in message, message
+        else:
+            assert expected in message and "max_file_size" in message, message

@@ -13,9 +13,9 @@ from kbfs.client.errors import PermissionDenied, ServerError, TransportError
 from kbfs.client.models import Container
 
 try:
-    from conftest import WRITE_NEW, Rig, raises_errno
+    from conftest import WRITE_NEW, Rig, RigFactory, raises_errno
 except ImportError:  # pragma: no cover
-    from tests.core.conftest import WRITE_NEW, Rig, raises_errno
+    from tests.core.conftest import WRITE_NEW, Rig, RigFactory, raises_errno
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 16
 
@@ -413,3 +413,34 @@ async def test_a_listing_answered_while_the_old_version_is_removed_never_shows_i
         gate.release()
     assert rig.kb.contents(rig.tasks) == {"doc.txt": b"version 2"}
     assert await rig.read(rig.tasks, "doc.txt") == b"version 2"
+
+
+async def test_a_write_past_max_file_size_is_efbig_and_nothing_is_uploaded(
+    make_rig: RigFactory,
+) -> None:
+    """-o max_file_size: the write that would pass the limit fails with EFBIG (what was written
+    before stays), close fails with EFBIG too, and the truncated copy is never uploaded, not
+    even by the background retries; truncating it under the limit makes it a file again."""
+    rig = await make_rig(max_file_size=1000)
+    handle = await rig.vfs.create(await rig.dir(rig.tasks), "big.bin", WRITE_NEW)
+    try:
+        assert await rig.vfs.write(handle.fh, 0, b"x" * 600) == 600
+        await raises_errno(errno.EFBIG, rig.vfs.write(handle.fh, 600, b"y" * 600))
+        await raises_errno(errno.EFBIG, rig.vfs.flush(handle.fh))
+    finally:
+        rig.vfs.release(handle.fh)
+    rig.clock.advance(3600)
+    await rig.vfs.retry_once()
+    assert rig.kb.count("create_file") == 0 and rig.kb.names(rig.tasks) == []
+    assert rig.pending_paths() == [f"/{rig.path(rig.tasks)}/big.bin"]
+    assert (await rig.stat(rig.tasks, "big.bin")).size == 600
+    rig.crash()  # the next mount does not upload it either
+    rig = await rig.remount()
+    await rig.vfs.retry_once()
+    assert rig.kb.count("create_file") == 0
+    assert rig.pending_paths() == [f"/{rig.path(rig.tasks)}/big.bin"]
+    node = await rig.vfs.lookup(await rig.dir(rig.tasks), "big.bin")
+    await raises_errno(errno.EFBIG, rig.vfs.setattr(node.ino, None, size=1001))
+    await rig.vfs.setattr(node.ino, None, size=500)  # under the limit: uploaded as it is
+    assert rig.kb.count("create_file") == 1
+    assert await rig.read(rig.tasks, "big.bin") == b"x" * 500

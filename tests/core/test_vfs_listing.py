@@ -191,6 +191,7 @@ async def test_statfs_is_synthetic(rig: Rig) -> None:
     stats = rig.vfs.statfs()
     assert stats["f_bsize"] == 4096
     assert stats["f_bavail"] * stats["f_bsize"] == 1 << 40
+    assert stats["f_files"] == stats["f_ffree"] == stats["f_favail"] >= 10**9  # df -i: 0 %
     assert rig.kb.count() == calls
 
 
@@ -199,10 +200,12 @@ async def test_xattrs_show_the_file_id(rig: Rig, where: str) -> None:
     container = rig.files if where == "files" else rig.tasks
     rig.kb.add_user(5, "alice")
     file_id = rig.kb.add_file(container, "pic.txt", b"abc", user_id=5)
+    rig.kb.add_file(container, "by-api.txt", b"abc", user_id=0)  # the application API token
     attrs = await rig.xattrs(container, "pic.txt")
     assert attrs["user.kanboard.id"] == str(file_id).encode()
     assert attrs["user.kanboard.uploader"] == b"alice"
     assert attrs["user.kanboard.is_image"] == b"0"
+    assert "user.kanboard.uploader" not in await rig.xattrs(container, "by-api.txt")
     assert b"http://kanboard.fake/" in attrs["user.kanboard.url"]
     task_attrs = rig.vfs.xattrs(await rig.dir(rig.tasks))
     assert task_attrs["user.kanboard.title"] == b"First task"

@@ -87,11 +87,70 @@ def html_site():  # type: ignore[no-untyped-def]
     server.shutdown()
 
 
-def test_refused_connection_and_non_kanboard_url(kb, mp: Path, html_site: str) -> None:  # type: ignore[no-untyped-def]
-    for url in [f"http://127.0.0.1:{_free_port()}", html_site]:
+class _StatusSite(BaseHTTPRequestHandler):
+    """A web server whose path answers POST with 404 or 405 (nginx serving a static site)."""
+
+    def do_POST(self) -> None:
+        self.send_response(404 if self.path.startswith("/missing") else 405)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def status_site():  # type: ignore[no-untyped-def]
+    server = HTTPServer(("127.0.0.1", 0), _StatusSite)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def static_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``python3 -m http.server``: answers every POST with HTTP 501."""
+    port = _free_port()
+    root = tmp_path / "www"
+    root.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "-d", str(root), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "http.server did not start"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_refused_connection_and_non_kanboard_url(  # type: ignore[no-untyped-def]
+    kb, mp: Path, html_site: str, status_site: str, static_server: str
+) -> None:
+    """Something that is not Kanboard at the URL is named as such, with what it answered."""
+    cases = [
+        (f"http://127.0.0.1:{_free_port()}", "cannot connect"),
+        (html_site, "not a Kanboard JSON-RPC endpoint (an HTML page instead of JSON)"),
+        (static_server, "not a Kanboard JSON-RPC endpoint (HTTP 501 Unsupported method"),
+        (f"{status_site}/missing/", "not a Kanboard JSON-RPC endpoint (HTTP 404 Not Found)"),
+        (status_site, "not a Kanboard JSON-RPC endpoint (HTTP 405 Method Not Allowed)"),
+    ]
+    for url, expected in cases:
         r = kbfs("mount", url, mp, "--token-file", kb.token_file, "-f", "-o", "timeout=5")
+        err = r.stderr.decode().strip()
         assert r.returncode != 0, url
-        assert len(r.stderr.decode().strip().splitlines()) == 1, r.stderr
+        assert len(err.splitlines()) == 1, err
+        assert expected in err, err
         assert not os.path.ismount(mp)
 
 
@@ -198,29 +257,94 @@ def test_server_gone_cached_content_stays_readable(kb, mounter: Mounter) -> None
     assert os.path.ismount(m.path)
 
 
-def test_demo_mounts_sample_data_and_cleans_up(tmp_path: Path) -> None:
-    mp = tmp_path / "demo"
+def _start_demo(tmp_path: Path, mp: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """``kbfs demo`` with its temporary and state directories inside ``tmp_path``."""
+    env = dict(
+        os.environ, TMPDIR=str(tmp_path / "tmp"), XDG_STATE_HOME=str(tmp_path / "state-home")
+    )
+    (tmp_path / "tmp").mkdir(exist_ok=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "kbfs", "demo", str(mp)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=env,
     )
+    deadline = time.monotonic() + 30
+    while not os.path.ismount(mp):
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return proc, env
+
+
+def test_demo_mounts_sample_data_and_cleans_up(tmp_path: Path) -> None:
+    """Ctrl-C: the demo says what it does, keeps a file never uploaded where it says, removes
+    its temporary state and the mount point it created."""
+    mp = tmp_path / "demo"
+    proc, _ = _start_demo(tmp_path, mp)
     try:
-        deadline = time.monotonic() + 30
-        while not os.path.ismount(mp):
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         projects = os.listdir(mp / "projects")
         assert len(projects) >= 2
         out = run("find", mp / "projects", "-type", "f").stdout.decode().splitlines()
         assert any(x.endswith(".png") for x in out)
         png = next(x for x in out if x.endswith(".png"))
         assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        task_dir = next(Path(x).parent for x in out if "/tasks/" in x)
+        swap = task_dir / ".notes.txt.swp"  # a local-only name: never uploaded
+        source = tmp_path / "notes"
+        source.write_bytes(b"unsaved work\n")
+        run("cp", source, swap)
+        run("cp", source, task_dir / "uploaded.txt")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=30) == 0
         assert not os.path.ismount(mp)
     finally:
         if proc.poll() is None:
             proc.kill()
         _unmount(mp)
+    said = proc.stdout.read().decode() if proc.stdout else ""
+    assert "unmounted" in said and "stopped the built-in server" in said, said
+    errors = proc.stderr.read().decode() if proc.stderr else ""
+    assert "SIGINT: finishing uploads in flight, then unmounting" in errors, errors
+    kept_line = next(line for line in said.splitlines() if "kept 1 file(s)" in line)
+    kept = Path(kept_line.split(" in ", 1)[1])
+    assert kept.is_relative_to(tmp_path / "state-home" / "kbfs"), kept
+    rel = task_dir.relative_to(mp)
+    assert (kept / rel / ".notes.txt.swp").read_bytes() == b"unsaved work\n"
+    assert [p.name for p in kept.rglob("*") if p.is_file()] == [".notes.txt.swp"]
+    assert f"removed the mount point {mp}" in said
+    assert not mp.exists()
+    assert os.listdir(tmp_path / "tmp") == []  # server data, token, cache: gone
+
+
+def test_demo_sigterm_leaves_a_given_mount_point(tmp_path: Path) -> None:
+    """SIGTERM ends the demo the same way; a mount point that existed before stays, and with
+    nothing left unsaved nothing is kept."""
+    mp = tmp_path / "given"
+    mp.mkdir()
+    proc, _ = _start_demo(tmp_path, mp)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _unmount(mp)
+    said = proc.stdout.read().decode() if proc.stdout else ""
+    assert "unmounted" in said and "kept" not in said and "mount point" not in said, said
+    assert mp.is_dir() and not os.path.ismount(mp)
+    assert os.listdir(tmp_path / "tmp") == []
+    assert not (tmp_path / "state-home").exists()
+
+
+def test_demo_help_shows_the_real_default_mount_point(tmp_path: Path) -> None:
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
+    r = kbfs("demo", "--help", env=env)
+    text = r.stdout.decode()
+    assert r.returncode == 0 and f"default mount point: {runtime / 'kbfs-demo'}\n" in text, text
+    env = dict(os.environ, HOME=str(tmp_path), XDG_RUNTIME_DIR=str(tmp_path / "missing"))
+    r = kbfs("demo", "--help", env=env)
+    text = r.stdout.decode()
+    assert f"default mount point: {tmp_path / 'kbfs-demo'}\n" in text, text

@@ -239,6 +239,29 @@ def test_statfs_lets_file_managers_copy(mnt: Mounted) -> None:
     bsize, frsize, avail, namemax = map(int, out)
     assert bsize == frsize and avail * frsize >= 1 << 40 and namemax == 255
     assert run("df", mnt.path).returncode == 0
+    # df -i: no inodes used of plenty (Kanboard has no such limit), not half of them
+    out = run("df", "-i", mnt.path).stdout.decode()
+    _fs, total, used, free, percent = out.splitlines()[1].split()[:5]
+    assert int(total) == int(free) >= 10**9 and int(used) == 0 and percent in ("0%", "-"), out
+
+
+def test_ls_la_shows_dot_and_dotdot(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
+    """``.`` and ``..`` head every listing, with the inodes stat gives them; a directory
+    large enough for several readdir calls still lists every name exactly once."""
+    d = tdir(mnt, task)
+    kb.seed_task_files(task["t"], 1500, prefix="a-rather-long-file-name-so-readdir-needs-calls-")
+    for path in (mnt.path, mnt.p("projects"), d):
+        names = run("ls", "-a", "-1", "-f", path).stdout.decode().splitlines()
+        assert names[:2] == [".", ".."], names[:5]
+        assert len(names) == len(set(names)), "a name listed twice"
+    lines = run("ls", "-lai", d).stdout.decode().splitlines()
+    by_name = {line.split()[-1]: int(line.split()[0]) for line in lines[1:]}
+    assert by_name["."] == os.stat(d).st_ino
+    assert by_name[".."] == os.stat(d.parent).st_ino
+    names = os.listdir(d)  # Python leaves out . and ..: the files are all there
+    assert len(names) == 1501 and "doc.txt" in names
+    # The entries still work as directories after the listing (no lookup count went wrong).
+    assert os.path.isdir(d / ".") and os.path.isdir(d / ".." / str(task["t"]))
 
 
 def test_xattrs(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
@@ -247,7 +270,8 @@ def test_xattrs(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
     out = run("getfattr", "-d", "-m", "user.kanboard", f).stdout.decode()
     assert f'user.kanboard.id="{task["f"]}"' in out
     assert 'user.kanboard.is_image="0"' in out
-    assert "user.kanboard.date=" in out and "user.kanboard.uploader=" in out
+    # sent with the application API token: Kanboard records no user, so no uploader
+    assert "user.kanboard.date=" in out and "user.kanboard.uploader" not in out
     assert f"task_id={task['t']}" in out  # user.kanboard.url links to the task page
     out = run("getfattr", "-n", "user.kanboard.title", tdir(mnt, task)).stdout.decode()
     assert 'user.kanboard.title="a task"' in out
@@ -284,3 +308,14 @@ def test_find_tasks_and_projects_by_name(kb, mnt: Mounted, task) -> None:  # typ
     # find walks the id tree once: it does not follow the links
     found = run("find", mnt.path, "-name", "doc.txt").stdout.decode().split()
     assert found == [str(mnt.p("projects", task["p"], "tasks", task["t"], "doc.txt"))]
+
+
+def test_sample_data_names_each_uploader(kb_sample, mounter) -> None:  # type: ignore[no-untyped-def]
+    """The demo's files carry the user who uploaded them, never an empty uploader."""
+    need("getfattr")
+    m = mounter(kb_sample)
+    files = run("find", m.p("projects"), "-type", "f").stdout.decode().splitlines()
+    assert len(files) >= 10
+    for f in files:
+        out = run("getfattr", "--only-values", "-n", "user.kanboard.uploader", f).stdout
+        assert out in (b"alice", b"admin"), (f, out)

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from kbfs.config import ConfigError, default_path, load_config, looks_like_url, parse_config
+from kbfs.config import (
+    ConfigError,
+    default_path,
+    load_config,
+    looks_like_url,
+    parse_config,
+    searched,
+)
 
 GOOD = """\
 # kbfs remotes
@@ -103,3 +110,22 @@ def test_url_or_remote_name() -> None:
     assert looks_like_url("127.0.0.1:8080")
     assert looks_like_url("localhost")
     assert not looks_like_url("work")
+
+
+def test_unknown_remote_message_names_every_path_tried(tmp_path: Path) -> None:
+    """A remote that cannot be found says where kbfs looked; as root, also that the root's
+    own file (which exists) was not read and how to use it."""
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    user_file = tmp_path / "kbfs" / "config.toml"
+    assert searched(None, env=env, uid=1000) == (
+        f"no config file at {user_file} or /etc/kbfs/config.toml"
+    )
+    assert searched(None, env=env, uid=0) == "no config file at /etc/kbfs/config.toml"
+    user_file.parent.mkdir()
+    user_file.write_text('[remotes.work]\nurl = "https://kb.example.com"\n')
+    message = searched(None, env=env, uid=0)
+    assert "/etc/kbfs/config.toml" in message
+    assert f"not {user_file}" in message and f"--config {user_file}" in message
+    other = tmp_path / "etc.toml"
+    assert searched(other, env=env, uid=0).startswith(f"in {other}; as root")
+    assert searched(user_file, env=env, uid=1000) == f"in {user_file}"

@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # man pages and shell completion (from cli's parser)
     (
         "kbfs.cli",
+        "kbfs.demo",
         "kbfs.mounthelper",
         "kbfs.helperinstall",
         "kbfs.__main__",

@@ -92,3 +92,12 @@ def test_mount_helper_argv() -> None:
         parse_argv(["a", "b", "-t", "nfs"])
     with pytest.raises(UsageError):
         parse_argv(["a", "b", "-Z"])
+
+
+def test_max_file_size() -> None:
+    """No limit unless asked; a size with a unit; 0 means no limit; a bad size names the option."""
+    assert parse_options([]).max_file_size is None
+    assert parse_options(["max_file_size=64M"]).max_file_size == 64 << 20
+    assert parse_options(["max_file_size=64M", "max_file_size=0"]).max_file_size is None
+    with pytest.raises(OptionError, match="max_file_size"):
+        parse_options(["max_file_size=lots"])
