@@ -8,7 +8,6 @@ itself is ``kbfs.mount``, and ``status`` and ``clear`` reach a running one throu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import shutil
@@ -19,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from kbfs import __version__
 from kbfs.helperargv import run_helper
@@ -88,14 +87,13 @@ After this, mount(8), /etc/fstab and systemd units can mount kbfs:
 """
 
 
-def _setup_logging(level: str | None, verbose: int, log_file: str | None = None) -> None:
+def _setup_logging(level: str | None, verbose: int, log_stream: TextIO | None = None) -> None:
     """One plain line per message: in the foreground to stderr (journald adds the time and
     the unit under systemd), in the background to a file with timestamps."""
     name = (level or ("DEBUG" if verbose > 1 else "INFO" if verbose else "WARNING")).upper()
     handler: logging.Handler
-    if log_file:
-        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file)
+    if log_stream:
+        handler = logging.StreamHandler(log_stream)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
@@ -165,8 +163,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
     # Imports that start nothing, but keep `kbfs --help` fast.
     from kbfs.client.api import Credentials
     from kbfs.config import ConfigError
-    from kbfs.credentials import CredentialError, load_secret
+    from kbfs.credentials import CredentialError, harden_process, load_secret
+    from kbfs.mount import check_dirs, state_root
     from kbfs.options import OptionError
+    from kbfs.storage.private import DirectoryError, open_log
 
     try:
         url, options = _resolve_source(args)
@@ -178,6 +178,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if os.path.ismount(mountpoint):
         return _fail(f"{mountpoint} is already a mount point")
     user = args.user or options.user or "jsonrpc"
+    harden_process()  # no core dump once the secret is in memory
     try:
         secret = load_secret(args.token_file or options.token_file)
     except CredentialError as exc:
@@ -185,13 +186,16 @@ def cmd_mount(args: argparse.Namespace) -> int:
     credentials = Credentials(secret=secret, username=user)
     log_file = args.log_file
     if not args.foreground and not log_file:
-        from kbfs.mount import state_root
-
         log_file = str(state_root(options) / "kbfs.log")
+    try:
+        check_dirs(options)
+        log_stream = open_log(Path(log_file)) if log_file else None
+    except DirectoryError as exc:
+        return _fail(str(exc))
     report: Callable[[str | None], None] = lambda error: None  # noqa: E731
     if not args.foreground:
         report = _daemonize()
-    _setup_logging(args.log_level or options.log_level, args.verbose, log_file)
+    _setup_logging(args.log_level or options.log_level, args.verbose, log_stream)
     return _serve(url, mountpoint, options, credentials, report, args.foreground)
 
 
@@ -200,6 +204,7 @@ def _serve(url, mountpoint, options, credentials, report, foreground=True) -> in
 
     from kbfs.client.errors import AuthenticationError, KanboardError
     from kbfs.mount import MountRequest, run_mount
+    from kbfs.storage.private import DirectoryError
 
     ready = False
 
@@ -215,6 +220,8 @@ def _serve(url, mountpoint, options, credentials, report, foreground=True) -> in
         message = "the server refused the credentials (HTTP 401): check the token and --user"
     except KanboardError as exc:
         message = f"cannot use {url}: {exc}"
+    except DirectoryError as exc:
+        message = str(exc)
     except RuntimeError as exc:  # pyfuse3.init failing (no /dev/fuse, busy mount point)
         message = f"cannot mount {mountpoint}: {exc}"
     except KeyboardInterrupt:
@@ -251,11 +258,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             return _fail(f"{args.mountpoint} is not on a kbfs mount")
         found = [f for f in found if f.entry.mountpoint == entry.mountpoint]
     for f in found:
-        # Fresher than the file (rewritten every few seconds) when we may ask the process.
-        control = (f.status or {}).get("control")
-        if control and f.problem is None and os.access(control, os.W_OK):
-            with contextlib.suppress(status.ControlError):
-                f.status = status.ask_daemon(control, {"op": "status"}, timeout=5)
+        status.refresh(f)  # fresher than the file, which is rewritten every few seconds
     if args.json:
         out = [
             {"mountpoint": f.entry.mountpoint, "status": f.status, "problem": f.problem}
@@ -298,7 +301,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(f"cannot list {args.dir}: {exc.strerror}")
     found = status.find_status(entry)
-    control = (found.status or {}).get("control")
+    control = found.control
     if not control or found.problem:
         return _fail(f"cannot reach the kbfs process of {entry.mountpoint}: {found.problem}")
     if not args.yes:
@@ -313,7 +316,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
             print("kbfs: nothing removed", file=sys.stderr)
             return 1
     try:
-        answer = status.ask_daemon(control, {"op": "clear", "path": "/".join(rel)})
+        answer = status.ask_daemon(control, {"op": "clear", "path": "/".join(rel)}, owner=entry.uid)
     except status.ControlError as exc:
         return _fail(f"{args.dir}: {exc}")
     print(f"kbfs: removed {answer.get('removed', 0)} file(s) of {label}")
@@ -356,8 +359,11 @@ def cmd_install_helper(args: argparse.Namespace) -> int:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(text)
-            tmp.chmod(0o755)
+            tmp.unlink(missing_ok=True)  # a leftover, or a planted symlink: never followed
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+                os.fchmod(fd, 0o755)  # whatever the umask
             tmp.replace(path)
         except OSError as exc:
             return _fail(f"cannot write {path}: {exc.strerror} (run as root)")
