@@ -77,9 +77,12 @@ def check_dirs(options: MountOptions) -> tuple[Path, Path]:
     """The cache and state directories, made if missing; refused (``DirectoryError``, one line
     naming the directory) if another user owns one or others may write to it. Called before
     the process goes to the background, so the refusal reaches the terminal."""
+    # A directory the user chose is only checked; kbfs's own default ones are also made 0700.
+    cache = private_dir if options.cache_dir or os.environ.get("CACHE_DIRECTORY") else owned_dir
+    state = private_dir if options.state_dir or os.environ.get("STATE_DIRECTORY") else owned_dir
     return (
-        private_dir(cache_root(options), "cache directory"),
-        private_dir(state_root(options), "state directory"),
+        cache(cache_root(options), "cache directory"),
+        state(state_root(options), "state directory"),
     )
 
 

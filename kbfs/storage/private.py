@@ -27,10 +27,33 @@ class DirectoryError(Exception):
 def private_dir(path: Path, what: str) -> Path:
     """``path`` as a directory of this user that no one else may write to, made 0700 if missing.
 
-    Missing parents are made 0700 too (``mkdir -p`` would make them by the umask, and a 0755
-    ``~/.local/state/kbfs`` shows every user the log's name and size). An existing directory is
-    checked, never taken over: it must be this user's and not writable by group or others.
+    For a directory the user chose (``cache_dir=``, ``state_dir=``, systemd's): it is checked,
+    never changed. Missing parents are made 0700 too (``mkdir -p`` would make them by the
+    umask, and a 0755 ``~/.local/state/kbfs`` shows every user the log's name and size).
     """
+    st = _own_dir(path, what)
+    if st.st_mode & 0o022:
+        raise DirectoryError(
+            f"the {what} {path} is writable by group or others (mode"
+            f" {stat.S_IMODE(st.st_mode):04o}); run: chmod go-w {path}"
+        )
+    return path
+
+
+def owned_dir(path: Path, what: str) -> Path:
+    """A directory kbfs itself keeps: made 0700 if missing, this user's, and set to 0700 if
+    an older kbfs made it by the umask (0755, or 0775 where the umask is 002)."""
+    st = _own_dir(path, what)
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        try:
+            os.chmod(path, 0o700)
+        except OSError as exc:
+            raise DirectoryError(f"cannot make the {what} {path} private: {exc.strerror}") from None
+    return path
+
+
+def _own_dir(path: Path, what: str) -> os.stat_result:
+    """Create what is missing of ``path`` (0700), then insist it is this user's directory."""
     missing: list[Path] = []
     probe = path
     while not os.path.lexists(probe) and probe != probe.parent:
@@ -54,22 +77,9 @@ def private_dir(path: Path, what: str) -> Path:
             f"the {what} {path} belongs to uid {st.st_uid}, not to this user (uid"
             f" {os.geteuid()}): whoever owns it decides what the mount serves; refusing it"
         )
-    if st.st_mode & 0o022:
-        raise DirectoryError(
-            f"the {what} {path} is writable by group or others (mode"
-            f" {stat.S_IMODE(st.st_mode):04o}); run: chmod go-w {path}"
-        )
     if not os.access(path, os.W_OK | os.X_OK):
         raise DirectoryError(f"the {what} {path} is not writable by this user")
-    return path
-
-
-def owned_dir(path: Path, what: str) -> Path:
-    """A directory kbfs itself keeps (below a checked one): as ``private_dir``, and mode 0700."""
-    private_dir(path, what)
-    if stat.S_IMODE(os.lstat(path).st_mode) != 0o700:
-        os.chmod(path, 0o700)
-    return path
+    return st
 
 
 def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:

@@ -277,6 +277,37 @@ def test_log_is_private_and_dirs_kbfs_makes_are_0700(kb, tmp_path: Path) -> None
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
 
 
+def test_default_dirs_an_older_kbfs_made_by_the_umask_become_private(kb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    home = tmp_path / "home"
+    cache, state = home / ".cache" / "kbfs", home / ".local" / "state" / "kbfs"
+    cache.mkdir(parents=True)
+    state.mkdir(parents=True)
+    cache.chmod(0o775)  # what mkdir -p gives under umask 002
+    state.chmod(0o755)
+    (state / "kbfs.log").write_text("an old line\n")
+    (state / "kbfs.log").chmod(0o644)
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
+    env["HOME"] = str(home)
+    r = subprocess.run(
+        [sys.executable, "-m", "kbfs", "mount", kb.url, mp, "--token-file", kb.token_file],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    try:
+        assert r.returncode == 0, r.stderr
+    finally:
+        _unmount(mp)
+    for directory in (cache, state, *cache.iterdir(), *state.iterdir()):
+        if directory.is_dir():
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    assert stat.S_IMODE((state / "kbfs.log").stat().st_mode) == 0o600
+    assert (state / "kbfs.log").read_text().startswith("an old line\n")
+
+
 @pytest.mark.parametrize("which", ["cache_dir", "state_dir"])
 def test_an_unwritable_cache_or_state_dir_is_one_line(  # type: ignore[no-untyped-def]
     kb, other: OtherUser, which: str
