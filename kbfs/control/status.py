@@ -9,7 +9,9 @@ reading side and the helpers both sides share; it imports nothing of the filesys
 
 The runtime dir is ``$XDG_RUNTIME_DIR/kbfs`` for a user session, ``/run/kbfs`` for root
 without one (fstab, systemd), else a private ``/tmp/kbfs-UID``. ``kbfs status`` looks in all
-of them so that root sees every user's mounts.
+of them so that root sees every user's mounts, and believes only a directory, a file and a
+socket peer of the user who mounted (mountinfo's ``user_id=``): anyone can make a
+``/tmp/kbfs-*`` directory.
 """
 
 from __future__ import annotations

@@ -92,11 +92,14 @@ def open_log(path: Path) -> TextIO:
     """The log file, appended to: created 0600, never through a symlink, and made 0600 if an
     older kbfs left it readable (it names the files that failed to upload)."""
     try:
+        os.makedirs(path.parent, 0o700, exist_ok=True)  # a --log-file in a new directory
         fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     except OSError as exc:
         reason = "it is a symlink" if exc.errno == errno.ELOOP else exc.strerror
         raise DirectoryError(f"cannot open the log file {path}: {reason}") from None
     st = os.fstat(fd)
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode):  # --log-file /dev/null, a pipe
+        return os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
     if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
         os.close(fd)
         raise DirectoryError(f"the log file {path} is not a regular file of this user")
