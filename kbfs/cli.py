@@ -8,7 +8,6 @@ itself is ``kbfs.mount``, and ``status`` and ``clear`` reach a running one throu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import logging
 import os
@@ -141,8 +140,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
     # Imports that start nothing, but keep `kbfs --help` fast.
     from kbfs.client.api import Credentials
     from kbfs.config import ConfigError
-    from kbfs.credentials import CredentialError, load_secret
+    from kbfs.credentials import CredentialError, harden_process, load_secret
+    from kbfs.mount import check_dirs, state_root
     from kbfs.options import OptionError
+    from kbfs.storage.private import DirectoryError, open_log
 
     try:
         url, options = _resolve_source(args)
@@ -154,6 +155,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if os.path.ismount(mountpoint):
         return _fail(f"{mountpoint} is already a mount point")
     user = args.user or options.user or "jsonrpc"
+    harden_process()  # no core dump once the secret is in memory
     try:
         secret = load_secret(args.token_file or options.token_file)
     except CredentialError as exc:
@@ -162,9 +164,13 @@ def cmd_mount(args: argparse.Namespace) -> int:
     log_file = args.log_file
     journal = not args.foreground and not log_file and stderr_is_journal()
     if not args.foreground and not log_file and not journal:
-        from kbfs.mount import state_root
-
         log_file = str(state_root(options) / "kbfs.log")
+    try:
+        check_dirs(options)
+        if log_file:  # refused here, on the terminal: a symlink, another user's file
+            open_log(Path(log_file)).close()
+    except DirectoryError as exc:
+        return _fail(str(exc))
     report: Callable[[str | None], None] = lambda error: None  # noqa: E731
     if not args.foreground:
         report = _daemonize(keep_stderr=journal)
@@ -177,6 +183,7 @@ def _serve(url, mountpoint, options, credentials, report, foreground=True) -> in
 
     from kbfs.client.errors import AuthenticationError, KanboardError
     from kbfs.mount import MountRequest, run_mount
+    from kbfs.storage.private import DirectoryError
 
     ready = False
 
@@ -192,6 +199,8 @@ def _serve(url, mountpoint, options, credentials, report, foreground=True) -> in
         message = "the server refused the credentials (HTTP 401): check the token and --user"
     except KanboardError as exc:
         message = f"cannot use {url}: {exc}"
+    except DirectoryError as exc:
+        message = str(exc)
     except RuntimeError as exc:  # pyfuse3.init failing (no /dev/fuse, busy mount point)
         message = f"cannot mount {mountpoint}: {exc}"
     except KeyboardInterrupt:
@@ -228,11 +237,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             return _fail(f"{args.mountpoint} is not on a kbfs mount")
         found = [f for f in found if f.entry.mountpoint == entry.mountpoint]
     for f in found:
-        # Fresher than the file (rewritten every few seconds) when we may ask the process.
-        control = (f.status or {}).get("control")
-        if control and f.problem is None and os.access(control, os.W_OK):
-            with contextlib.suppress(status.ControlError):
-                f.status = status.ask_daemon(control, {"op": "status"}, timeout=5)
+        status.refresh(f)  # fresher than the file, which is rewritten every few seconds
     if args.json:
         out = [
             {"mountpoint": f.entry.mountpoint, "status": f.status, "problem": f.problem}
@@ -275,7 +280,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(f"cannot list {args.dir}: {exc.strerror}")
     found = status.find_status(entry)
-    control = (found.status or {}).get("control")
+    control = found.control
     if not control or found.problem:
         return _fail(f"cannot reach the kbfs process of {entry.mountpoint}: {found.problem}")
     if not args.yes:
@@ -290,7 +295,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
             print("kbfs: nothing removed", file=sys.stderr)
             return 1
     try:
-        answer = status.ask_daemon(control, {"op": "clear", "path": "/".join(rel)})
+        answer = status.ask_daemon(control, {"op": "clear", "path": "/".join(rel)}, owner=entry.uid)
     except status.ControlError as exc:
         return _fail(f"{args.dir}: {exc}")
     print(f"kbfs: removed {answer.get('removed', 0)} file(s) of {label}")

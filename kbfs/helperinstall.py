@@ -12,6 +12,7 @@ line; a file without it was not written by kbfs and is never replaced or removed
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -94,8 +95,11 @@ def cmd_install_helper(args: argparse.Namespace) -> int:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.kbfs-tmp")
-            tmp.write_text(text)
-            tmp.chmod(0o755)
+            tmp.unlink(missing_ok=True)  # a leftover, or a planted symlink: never followed
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+                os.fchmod(fd, 0o755)  # whatever the umask
             tmp.replace(path)
         except OSError as exc:
             print(f"kbfs: cannot write {path}: {exc.strerror} (run as root)", file=sys.stderr)

@@ -35,6 +35,7 @@ from kbfs.fs import Operations, error_counts
 from kbfs.namespace.names import DEFAULT_LOCAL_NAMES
 from kbfs.options import MountOptions
 from kbfs.storage.contentcache import ContentCache
+from kbfs.storage.private import owned_dir, private_dir
 from kbfs.storage.spool import Spool
 from kbfs.vfs import Vfs, VfsConfig
 
@@ -70,6 +71,19 @@ def state_root(options: MountOptions) -> Path:
     if os.environ.get("STATE_DIRECTORY"):  # systemd StateDirectory=
         return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
     return Path(platformdirs.user_state_dir("kbfs"))
+
+
+def check_dirs(options: MountOptions) -> tuple[Path, Path]:
+    """The cache and state directories, made if missing; refused (``DirectoryError``, one line
+    naming the directory) if another user owns one or others may write to it. Called before
+    the process goes to the background, so the refusal reaches the terminal."""
+    # A directory the user chose is only checked; kbfs's own default ones are also made 0700.
+    cache = private_dir if options.cache_dir or os.environ.get("CACHE_DIRECTORY") else owned_dir
+    state = private_dir if options.state_dir or os.environ.get("STATE_DIRECTORY") else owned_dir
+    return (
+        cache(cache_root(options), "cache directory"),
+        state(state_root(options), "state directory"),
+    )
 
 
 def fuse_options(options: MountOptions) -> set[str]:
@@ -154,10 +168,9 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
     async with client:
         user_id = await check_server(client, request.credentials)
         key = server_key(client.endpoint, request.credentials.username)
-        content = ContentCache(
-            cache_root(options) / key / "content", client, max_bytes=options.cache_size
-        )
-        spool = Spool(state_root(options) / key / "spool", client.endpoint)
+        cache_dir, state_dir = (owned_dir(d / key, "directory") for d in check_dirs(options))
+        content = ContentCache(cache_dir / "content", client, max_bytes=options.cache_size)
+        spool = Spool(state_dir / "spool", client.endpoint)
         vfs = Vfs(
             client,
             VfsConfig(

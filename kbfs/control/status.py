@@ -9,7 +9,9 @@ reading side and the helpers both sides share; it imports nothing of the filesys
 
 The runtime dir is ``$XDG_RUNTIME_DIR/kbfs`` for a user session, ``/run/kbfs`` for root
 without one (fstab, systemd), else a private ``/tmp/kbfs-UID``. ``kbfs status`` looks in all
-of them so that root sees every user's mounts.
+of them so that root sees every user's mounts, and believes only a directory, a file and a
+socket peer of the user who mounted (mountinfo's ``user_id=``): anyone can make a
+``/tmp/kbfs-*`` directory.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import glob
 import hashlib
 import json
 import os
+import pwd
 import socket
+import stat
+import struct
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,6 +35,7 @@ from typing import Any
 
 FSTYPE = "fuse.kbfs"
 STATUS_INTERVAL = 2.0
+MAX_STATUS_BYTES = 64 << 20  # a snapshot lists pending files; far below this
 
 
 def runtime_dir(env: dict[str, str] | None = None, uid: int | None = None) -> Path:
@@ -117,6 +123,15 @@ class MountEntry:
     source: str
     options: str
 
+    @property
+    def uid(self) -> int | None:
+        """Who mounted it (the kernel's ``user_id=``): the only user whose files describe it."""
+        for option in self.options.split(","):
+            if option.startswith("user_id="):
+                with contextlib.suppress(ValueError):
+                    return int(option[len("user_id=") :])
+        return None
+
 
 def kbfs_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[MountEntry]:
     """Every kbfs mount visible to this process (fstype fuse.kbfs)."""
@@ -170,6 +185,37 @@ class Found:
     status: dict[str, Any] | None
     problem: str | None
     status_file: Path | None = None
+    control: Path | None = None  # the socket beside a trusted status file
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _read_trusted(base: Path, name: str, owner: int) -> dict[str, Any] | None:
+    """The snapshot ``base/name`` if both the directory and the file are ``owner``'s.
+
+    Anyone may create a ``/tmp/kbfs-*`` directory and write a snapshot naming any mount point,
+    with the path of a control socket they listen on: what another user wrote is never shown,
+    nor its socket asked. The directory must be ``owner``'s and writable by no one else (so the
+    socket beside the file is the mount's too), and the file ``owner``'s, never a symlink.
+    """
+    try:
+        st = base.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != owner or st.st_mode & 0o022:
+            return None
+        fd = os.open(base / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != owner:
+                return None
+            data = json.loads(fh.read(MAX_STATUS_BYTES))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -183,28 +229,27 @@ def _pid_alive(pid: int) -> bool:
 
 
 def find_status(entry: MountEntry) -> Found:
+    """The snapshot of one mount, read only from its own user's files (see _read_trusted).
+
+    Another user's mount is listed without details: its files are private to its user, and
+    root sees everything.
+    """
+    owner = os.getuid() if entry.uid is None else entry.uid
+    if os.getuid() not in (0, owner):
+        return Found(entry, None, f"mounted by {_user_name(owner)}; details for that user and root")
     name = f"{mount_key(entry.mountpoint)}.json"
-    unreadable: Path | None = None
     for base in candidate_dirs():
-        path = base / name
+        data = _read_trusted(base, name, owner)
+        if data is None or data.get("mountpoint") != entry.mountpoint:
+            continue
+        path, control = base / name, base / f"{mount_key(entry.mountpoint)}.sock"
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
+            pid = int(data.get("pid", 0))
+        except (TypeError, ValueError):
             continue
-        except PermissionError:
-            unreadable = path
-            continue
-        except (OSError, ValueError):
-            continue
-        if data.get("mountpoint") != entry.mountpoint:
-            continue
-        pid = int(data.get("pid", 0))
         if pid and not _pid_alive(pid):
             return Found(entry, data, "the kbfs process has ended (stale status)", path)
-        return Found(entry, data, None, path)
-    if unreadable is not None:
-        owner = unreadable.stat().st_uid if unreadable.exists() else "?"
-        return Found(entry, None, f"status owned by uid {owner}; run as that user or root")
+        return Found(entry, data, None, path, control)
     try:
         os.stat(entry.mountpoint)
     except OSError as exc:
@@ -301,12 +346,28 @@ class ControlError(Exception):
     """The daemon could not be asked, or answered with an error (the message says which)."""
 
 
-def ask_daemon(sock_path: str | os.PathLike[str], request: dict[str, Any], timeout: float = 120):  # type: ignore[no-untyped-def]
-    """One JSON line to the mount daemon, one JSON line back."""
+def ask_daemon(  # type: ignore[no-untyped-def]
+    sock_path: str | os.PathLike[str],
+    request: dict[str, Any],
+    timeout: float = 120,
+    owner: int | None = None,
+):
+    """One JSON line to the mount daemon, one JSON line back.
+
+    With ``owner``, the process listening must run as that user (SO_PEERCRED): an answer from
+    anyone else (``removed 42 file(s)`` while nothing was removed) is never believed.
+    """
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(os.fspath(sock_path))
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            peer = struct.unpack("3i", creds)[1]
+            if owner is not None and peer != owner:
+                raise ControlError(
+                    f"{sock_path} is answered by {_user_name(peer)}, not by the mount's user"
+                    f" ({_user_name(owner)}); not asking it"
+                )
             sock.sendall(json.dumps(request).encode() + b"\n")
             chunks: list[bytes] = []
             while not chunks or not chunks[-1].endswith(b"\n"):
@@ -325,6 +386,15 @@ def ask_daemon(sock_path: str | os.PathLike[str], request: dict[str, Any], timeo
     if answer.get("error"):
         raise ControlError(str(answer["error"]))
     return answer
+
+
+def refresh(found: Found) -> None:
+    """Replace a trusted snapshot with a fresher one from its process, if it answers."""
+    if found.control is not None and found.problem is None:
+        with contextlib.suppress(ControlError):
+            found.status = ask_daemon(
+                found.control, {"op": "status"}, timeout=5, owner=found.entry.uid
+            )
 
 
 def iter_found() -> Iterator[Found]:

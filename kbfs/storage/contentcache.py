@@ -21,6 +21,7 @@ import hashlib
 import logging
 import mmap
 import os
+import stat
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ import trio
 from kbfs.client.models import Container, FileRecord
 from kbfs.client.protocol import KanboardAPI
 from kbfs.errors import FsError
+from kbfs.storage.private import open_nofollow, owned_dir
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +154,7 @@ class ContentCache:
         self.root = root
         self.client = client
         self.max_bytes = max_bytes
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        owned_dir(root, "cache directory")
         self._downloads: dict[str, _Download] = {}
         self._nursery: trio.Nursery | None = None
         self._pins: dict[Path, int] = {}
@@ -187,14 +189,30 @@ class ContentCache:
 
     def lookup(self, record: FileRecord) -> Path | None:
         """The cached content's path if complete, else None. Marks it recently used."""
+        fd = self._open_complete(record)
+        if fd is None:
+            return None
+        os.close(fd)
+        return self.path_for(record)
+
+    def _open_complete(self, record: FileRecord) -> int | None:
+        """A descriptor of the complete cached content of ``record``, else None.
+
+        Checked on the opened file, not on the name: a regular file of this user holding
+        exactly the record's size. Anything else there (a symlink, another user's file, a
+        truncated copy) is not served; the download that follows replaces it.
+        """
         path = self.path_for(record)
         try:
-            if path.stat().st_size == record.size:
-                os.utime(path)
-                return path
-        except FileNotFoundError:
-            pass
-        return None
+            fd = open_nofollow(path, os.O_RDONLY)
+        except OSError:  # missing, or ELOOP: a symlink is never followed
+            return None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_size != record.size:
+            os.close(fd)
+            return None
+        os.utime(fd)
+        return fd
 
     async def ensure(self, container: Container, record: FileRecord) -> Path:
         """The path of the complete content of ``record``, downloading it if needed."""
@@ -215,20 +233,25 @@ class ContentCache:
 
     async def open(self, container: Container, record: FileRecord) -> Opened:
         """Open ``record``'s content for reading; it may still be arriving (see ``Opened``)."""
-        path = self.lookup(record)
-        if path is not None:
+        fd = self._open_complete(record)
+        if fd is not None:
             self._hits += 1
-            return Opened(os.open(path, os.O_RDONLY), path, record.size, None)
+            return Opened(fd, self.path_for(record), record.size, None)
         if self._nursery is None:
-            path = await self.ensure(container, record)
-            return Opened(os.open(path, os.O_RDONLY), path, record.size, None)
+            return await self._open_after_download(container, record)
         download, _ = self._start(container, record)
         try:
-            fd = os.open(download.part, os.O_RDONLY)
+            fd = open_nofollow(download.part, os.O_RDONLY)
         except FileNotFoundError:  # finished (or failed) between the two lines
-            path = await self.ensure(container, record)
-            return Opened(os.open(path, os.O_RDONLY), path, record.size, None)
+            return await self._open_after_download(container, record)
         return Opened(fd, self.path_for(record), record.size, download)
+
+    async def _open_after_download(self, container: Container, record: FileRecord) -> Opened:
+        path = await self.ensure(container, record)
+        fd = self._open_complete(record)
+        if fd is None:
+            raise FsError(f"{self.cache_name(record)}: download vanished from the cache")
+        return Opened(fd, path, record.size, None)
 
     def _start(
         self, container: Container, record: FileRecord
@@ -243,7 +266,7 @@ class ContentCache:
             return running, None
         final = self.path_for(record)
         download = _Download(final.with_name(final.name + f".{os.getpid()}.part"))
-        fd = os.open(download.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = open_nofollow(download.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         self._downloads[key] = download
 
         async def run() -> None:

@@ -28,6 +28,7 @@ from typing import Any
 import trio
 
 from kbfs.client.models import Container, FileRecord
+from kbfs.storage.private import open_nofollow, owned_dir
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,7 @@ class Spool:
     def __init__(self, root: Path, server: str) -> None:
         self.root = root
         self.server = server
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(root, 0o700)
+        owned_dir(root, "state directory")
         self._serial = 0
 
     def _next_serial(self) -> str:
@@ -100,7 +100,7 @@ class Spool:
         """A new pending file, empty or holding a copy of ``initial``."""
         serial = self._next_serial()
         path = self.root / f"{serial}.data"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         os.close(fd)
         if initial is not None:
             shutil.copyfile(initial, path)
@@ -148,7 +148,7 @@ class Spool:
         """Make the bytes and their description durable (before close() returns)."""
         for path in (pending.path, pending.meta_path):
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = open_nofollow(path, os.O_RDONLY)
             except FileNotFoundError:
                 continue
             try:
@@ -198,7 +198,7 @@ class Spool:
     def recover(self, pending: PendingFile, name: str, reason: str, meta: dict[str, Any]) -> Path:
         """Move bytes the server refuses for good out of the spool, where a person finds them."""
         root = self.recovered_root
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        owned_dir(root, "state directory")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         safe = "".join(c if c.isalnum() or c in "._- " else "_" for c in name)[:100] or "file"
         target = root / f"{stamp}-{pending.serial}-{safe}"
@@ -294,7 +294,7 @@ class Spool:
 
 def _write_json(path: Path, record: dict[str, Any], *, durable: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     with os.fdopen(fd, "w") as f:
         json.dump(record, f)
         if durable:

@@ -101,3 +101,27 @@ def test_max_file_size() -> None:
     assert parse_options(["max_file_size=64M", "max_file_size=0"]).max_file_size is None
     with pytest.raises(OptionError, match="max_file_size"):
         parse_options(["max_file_size=lots"])
+
+
+def test_token_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    """As ssh does with a key: a 0600 file that someone else owns is theirs to read and swap."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the file to another uid")
+    f = tmp_path / "tok"
+    f.write_text("secret-token")
+    f.chmod(0o600)
+    os.chown(f, 4242, 4242)
+    with pytest.raises(CredentialError, match="belongs to uid 4242") as err:
+        load_secret(str(f), env={})
+    assert "secret-token" not in str(err.value)
+
+
+def test_a_huge_token_file_is_refused_unread(tmp_path: Path) -> None:
+    f = tmp_path / "tok"
+    with open(f, "wb") as out:
+        out.truncate(200 << 20)  # sparse: 200 MB that take no disk
+    f.chmod(0o600)
+    with pytest.raises(CredentialError, match="holds 209715200 bytes"):
+        load_secret(str(f), env={})
+    f.write_text("t" * 4096)
+    assert load_secret(str(f), env={}) == "t" * 4096
