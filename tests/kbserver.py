@@ -205,7 +205,7 @@ class KanboardServer:
         return resp.json()
 
     def stats(self) -> dict[str, Any]:
-        """``{"http_requests": N, "calls": {method: count}}``."""
+        """``{"http_requests": N, "response_bytes": B, "calls": {method: count}}``."""
         return dict(self._control("stats"))
 
     def reset_stats(self) -> None:

@@ -183,6 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
+        dev.stats.count_response(len(reply.body))
         self._send(reply.status, reply.headers, reply.body)
 
     # -- /_devserver/ -------------------------------------------------------------------------
