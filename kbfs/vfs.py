@@ -435,6 +435,8 @@ class Vfs:
         handle.close()
         if handle.pinned is not None:
             self.content.unpin(handle.pinned)  # type: ignore[arg-type]
+        if handle.arriving is not None:
+            self.content.release(handle.arriving.download)
         node = handle.node
         node.open_handles -= 1
         if handle.writable:

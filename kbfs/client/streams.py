@@ -31,7 +31,9 @@ HEAD_LIMIT = 64 * 1024
 #: Decoded download bytes collected before one (threaded) write to the sink.
 FLUSH_SIZE = 1024 * 1024
 # The first decoded bytes go to the sink at once: a reader waiting for the start of a file
-# (head, file(1), a thumbnailer) gets it after one network chunk, not after a MiB.
+# (head, file(1), a thumbnailer) gets it after one network chunk, not after a MiB. Writes then
+# double in size up to FLUSH_SIZE, so a sink that paces the download (see ``flush``) sees each
+# step of the start of a file.
 FIRST_FLUSH_SIZE = 64 * 1024
 
 _NO_DATA = "no file data (missing, not allowed or storage error)"
@@ -41,7 +43,10 @@ class SinkWriter:
     """Hands decoded pieces to the sink in batches, in a worker thread, and undoes them for a retry.
 
     Pieces go to the sink as they are (writelines), not joined into one buffer: two copies of
-    every byte fewer, the largest of kbfs's own costs in a download. The sink's starting offset
+    every byte fewer, the largest of kbfs's own costs in a download. A sink with an async
+    ``pace()`` is awaited after each write and may hold the download there until its own
+    reader wants more (TCP then holds the server); ``flush`` returns the seconds it waited, so
+    a deadline can leave them out. The sink's starting offset
     is remembered so a failed attempt can be rewound; a non-seekable sink that already got
     bytes cannot be, and then the download is not retried.
     """
@@ -64,17 +69,22 @@ class SinkWriter:
 
     def flush_due(self) -> bool:
         """Whether enough is pending for a write (much less before the first one)."""
-        return self._out_size >= FLUSH_SIZE or (
-            self._out_size >= FIRST_FLUSH_SIZE and not self.written
-        )
+        return self._out_size >= min(FLUSH_SIZE, max(FIRST_FLUSH_SIZE, self.written))
 
-    async def flush(self) -> None:
-        if self._out:
-            pieces, size = self._out.copy(), self._out_size
-            self._out.clear()
-            self._out_size = 0
-            await trio.to_thread.run_sync(self._sink.writelines, pieces)
-            self.written += size
+    async def flush(self) -> float:
+        """Write what is pending; the seconds the sink's ``pace`` held the download."""
+        if not self._out:
+            return 0.0
+        pieces, size = self._out.copy(), self._out_size
+        self._out.clear()
+        self._out_size = 0
+        await trio.to_thread.run_sync(self._sink.writelines, pieces)
+        self.written += size
+        pace = getattr(self._sink, "pace", None)
+        if pace is None:
+            return 0.0
+        waited: float = await pace()
+        return waited
 
     def rewind(self) -> bool:
         """Drop the failed attempt's bytes before a retry; False if that is impossible."""

@@ -393,7 +393,8 @@ class RpcTransport:
         self, method: str, body: bytes, rid: int, writer: SinkWriter, scope: trio.CancelScope
     ) -> int:
         """One POST of a download; each chunk read extends ``scope``'s deadline by its share
-        of MIN_TRANSFER_RATE, so a large file is bounded by its size, not by a fixed time."""
+        of MIN_TRANSFER_RATE, so a large file is bounded by its size, not by a fixed time.
+        Time the sink held the download (no reader wanted more yet) does not count."""
         stream = ResultStream(method)
         async with self._client.stream(
             "POST", self.endpoint, content=body, headers=JSON_HEADERS
@@ -405,7 +406,7 @@ class RpcTransport:
                 scope.deadline += len(chunk) / self.MIN_TRANSFER_RATE
                 writer.add(stream.feed(chunk))
                 if writer.flush_due():
-                    await writer.flush()
+                    scope.deadline += await writer.flush()
 
         writer.add(
             stream.finish(lambda doc: self.unwrap(method, self._parse_json(method, doc), rid))

@@ -11,6 +11,11 @@ readers of one file share one download. While ``run`` runs (the mount starts it)
 runs in the background and a reader is served as soon as the bytes it asks for have arrived:
 ``head -c 100`` of a large cold file does not wait for the whole file.
 
+A download nobody waits for any more is dropped (``release``): a file manager sniffing a
+content type or a thumbnailer reading a header opens a file, reads its first bytes and closes
+it, and must not pull the whole file. It is finished instead when it is nearly done or small,
+where starting again would cost more than finishing.
+
 ``mapped_if_complete`` is the read path for complete content: one read-only map per handle.
 """
 
@@ -45,16 +50,32 @@ class CacheStats:
 class _Download:
     """One download in progress: readers wait on ``progress`` (bytes on disk so far)."""
 
-    def __init__(self, part: Path) -> None:
+    def __init__(self, part: Path, size: int) -> None:
         self.part = part
+        self.size = size
         self.done = trio.Event()
         self.error: BaseException | None = None
         self.progress = 0  # written by the sink, possibly from a worker thread
         self.changed = trio.Event()  # set (and replaced) whenever more bytes are on disk
+        self.readers = 0  # open handles and ensure() calls waiting on it
+        self.scope = trio.CancelScope()
+        self.unleashed = trio.Event()  # a reader wants more than the first SNIFF_BYTES
+
+    def want(self, end: int) -> None:
+        """A reader asks for bytes up to ``end``: past the sniff window, download freely."""
+        if end > SNIFF_BYTES:
+            self.unleashed.set()
 
     def notify(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
+
+
+# What a content-type sniff, file(1) or a header reader takes from the start of a file. A
+# download whose readers asked for no more than this pauses there (TCP then holds the server)
+# until one asks for more or all leave (then it is dropped): opening a large file to look at
+# its first bytes costs about this much, not the file.
+SNIFF_BYTES = 256 * 1024
 
 
 class _ProgressSink:
@@ -84,6 +105,16 @@ class _ProgressSink:
         # thread itself, not from a worker thread.
         with contextlib.suppress(RuntimeError):
             trio.from_thread.run_sync(self._download.notify)
+
+    async def pace(self) -> float:
+        """Hold the download past the sniff window until a reader wants more; the seconds
+        held (the transport leaves them out of the download's deadline)."""
+        download = self._download
+        if download.unleashed.is_set() or download.progress < SNIFF_BYTES:
+            return 0.0
+        started = trio.current_time()
+        await download.unleashed.wait()
+        return trio.current_time() - started
 
     def seekable(self) -> bool:
         return True
@@ -128,6 +159,7 @@ class Opened:
         if download is None:
             return
         end = min(end, self.size)
+        download.want(end)
         whole = end >= self.size
         seen, since = download.progress, trio.current_time()
         while (whole or download.progress < end) and not download.done.is_set():
@@ -148,6 +180,11 @@ class ContentCache:
     Files that are open (pinned) are never evicted.
     """
 
+    # A download its last reader left is finished anyway when it is this far along, or this
+    # small: dropping it would save little and cost a new request if the file is read again.
+    FINISH_FRACTION = 0.75
+    FINISH_BELOW = 256 * 1024
+
     def __init__(self, root: Path, client: KanboardAPI, *, max_bytes: int) -> None:
         self.root = root
         self.client = client
@@ -160,6 +197,7 @@ class ContentCache:
         self._hits = 0
         self._bytes = 0
         self._evictions = 0
+        self._serial = 0
         for stale in root.glob("*.part"):
             stale.unlink(missing_ok=True)
 
@@ -203,9 +241,14 @@ class ContentCache:
             self._hits += 1
             return path
         download, run_here = self._start(container, record)
-        if run_here is not None:
-            await run_here()
-        await download.done.wait()
+        download.readers += 1
+        download.want(record.size)
+        try:
+            if run_here is not None:
+                await run_here()
+            await download.done.wait()
+        finally:
+            self.release(download)
         if download.error is not None:
             raise FsError(f"download failed: {download.error}") from download.error
         path = self.lookup(record)
@@ -228,7 +271,28 @@ class ContentCache:
         except FileNotFoundError:  # finished (or failed) between the two lines
             path = await self.ensure(container, record)
             return Opened(os.open(path, os.O_RDONLY), path, record.size, None)
+        download.readers += 1
         return Opened(fd, self.path_for(record), record.size, download)
+
+    def release(self, download: _Download | None) -> None:
+        """A reader of ``download`` is gone (a handle closed). The last one leaving drops the
+        download unless it is nearly done or small: its partial bytes are deleted and the
+        next open starts again."""
+        if download is None:
+            return
+        download.readers -= 1
+        if download.readers > 0 or download.done.is_set():
+            return
+        if download.size <= self.FINISH_BELOW:
+            return
+        if download.progress >= self.FINISH_FRACTION * download.size:
+            return
+        log.debug(
+            "dropping a download nobody reads: %d of %d bytes arrived",
+            download.progress,
+            download.size,
+        )
+        download.scope.cancel()
 
     def _start(
         self, container: Container, record: FileRecord
@@ -239,21 +303,28 @@ class ContentCache:
         """
         key = self.cache_name(record)
         running = self._downloads.get(key)
-        if running is not None:
+        if running is not None and not running.scope.cancel_called:
             return running, None
         final = self.path_for(record)
-        download = _Download(final.with_name(final.name + f".{os.getpid()}.part"))
+        # A dropped download may still be cleaning up: each download has its own part file.
+        self._serial += 1
+        part = final.with_name(f"{final.name}.{os.getpid()}.{self._serial}.part")
+        download = _Download(part, record.size)
         fd = os.open(download.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self._downloads[key] = download
 
         async def run() -> None:
             try:
-                await self._download(container, record, download, fd)
+                with download.scope:
+                    await self._download(container, record, download, fd)
+                if download.scope.cancelled_caught:
+                    download.error = FsError("dropped: no reader was left")
             except Exception as exc:
                 download.error = exc
                 log.warning("download of %s file %d failed: %s", record.kind.value, record.id, exc)
             finally:
-                del self._downloads[key]
+                if self._downloads.get(key) is download:
+                    del self._downloads[key]
                 download.done.set()
 
         if self._nursery is not None:
