@@ -22,6 +22,8 @@ from kbfs.client.b64stream import (
     encoded_length,
     find_result_string,
     iter_base64,
+    skip_ws,
+    value_end,
 )
 from kbfs.client.errors import EmptyDownload, ProtocolError, Rejected, ServerError, SourceError
 from kbfs.client.wire import MAX_BODY
@@ -159,6 +161,81 @@ class ResultStream:
         if decoder.base64_chars == 0:
             raise EmptyDownload(_NO_DATA, method=method)
         return last
+
+
+class ArraySplitter:
+    """Cuts a batch answer (a JSON array) into its elements as it arrives.
+
+    Only the element being received is held, so a batch of many downloads costs the memory of
+    its largest member, not of the batch. Anything that does not start with ``[`` (a single
+    error object for the whole batch, an HTML page) is collected whole, up to ``limit``, and
+    returned by :meth:`finish` for the caller to judge.
+    """
+
+    def __init__(self, label: str, limit: int) -> None:
+        self._label = label
+        self._limit = limit
+        self._buf = bytearray()
+        self._started = False
+        self._ended = False
+        self._whole = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The elements completed by ``chunk``, each as its raw JSON bytes."""
+        buf = self._buf
+        buf += chunk
+        if self._whole or self._ended:
+            if len(buf) > self._limit:
+                raise ServerError("response too large", method=self._label)
+            return []
+        view = bytes(buf)
+        out: list[bytes] = []
+        pos = 0
+        while True:
+            i = skip_ws(view, pos)
+            if i >= len(view):
+                break
+            if not self._started:
+                if view[i] != ord("["):
+                    self._whole = True
+                    return []
+                self._started = True
+                pos = i + 1
+                continue
+            c = view[i]
+            if c == ord(","):
+                pos = i + 1
+                continue
+            if c == ord("]"):
+                self._ended = True
+                pos = i + 1
+                break
+            end = value_end(view, i)
+            if end < 0:
+                if len(view) - i > self._limit:
+                    raise ServerError("a batch member is too large", method=self._label)
+                break
+            out.append(view[i:end])
+            pos = end
+        del buf[:pos]
+        return out
+
+    def finish(self) -> bytes | None:
+        """At the end of the answer: the whole document if it was not an array, else None."""
+        if self._whole:
+            return bytes(self._buf)
+        if not self._ended:
+            raise ServerError("the response ended inside the batch", method=self._label)
+        return None
+
+
+def download_result(method: str, result: Any) -> bytes:
+    """A download call's result (a whole base64 string) as file bytes."""
+    if result in ("", False, None):
+        raise EmptyDownload(_NO_DATA, method=method)
+    if not isinstance(result, str):
+        raise ProtocolError("download result is not a string", method=method)
+    return decode_whole(result)
 
 
 def upload_body(

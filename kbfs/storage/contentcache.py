@@ -32,6 +32,7 @@ from pathlib import Path
 
 import trio
 
+from kbfs.client.errors import KanboardError
 from kbfs.client.models import Container, FileRecord
 from kbfs.client.protocol import KanboardAPI
 from kbfs.errors import FsError
@@ -184,6 +185,7 @@ class ContentCache:
     # small: dropping it would save little and cost a new request if the file is read again.
     FINISH_FRACTION = 0.75
     FINISH_BELOW = 256 * 1024
+    BATCH_PAUSE = 60.0  # no batched reads for this long after one failed
 
     def __init__(self, root: Path, client: KanboardAPI, *, max_bytes: int) -> None:
         self.root = root
@@ -198,6 +200,9 @@ class ContentCache:
         self._bytes = 0
         self._evictions = 0
         self._serial = 0
+        self._prefetching: dict[str, trio.Event] = {}  # set once a batch member is settled
+        self._batches = 0
+        self._batch_failed_at: float | None = None
         for stale in root.glob("*.part"):
             stale.unlink(missing_ok=True)
 
@@ -236,6 +241,7 @@ class ContentCache:
 
     async def ensure(self, container: Container, record: FileRecord) -> Path:
         """The path of the complete content of ``record``, downloading it if needed."""
+        await self._prefetched(record)
         path = self.lookup(record)
         if path is not None:
             self._hits += 1
@@ -258,6 +264,7 @@ class ContentCache:
 
     async def open(self, container: Container, record: FileRecord) -> Opened:
         """Open ``record``'s content for reading; it may still be arriving (see ``Opened``)."""
+        await self._prefetched(record)
         path = self.lookup(record)
         if path is not None:
             self._hits += 1
@@ -358,6 +365,109 @@ class ContentCache:
         self._bytes += record.size
         log.debug("cached %s file %d (%d bytes)", record.kind.value, record.id, record.size)
         self.evict()
+
+    # -- batched prefetch --------------------------------------------------------------------
+
+    def fetching(self, record: FileRecord) -> bool:
+        """Whether ``record``'s content is complete here or on its way."""
+        key = self.cache_name(record)
+        if key in self._downloads or key in self._prefetching:
+            return True
+        try:
+            return self.path_for(record).stat().st_size == record.size
+        except FileNotFoundError:
+            return False
+
+    @property
+    def prefetching(self) -> bool:
+        """A batch is in flight (the read-ahead keeps one at a time)."""
+        return self._batches > 0
+
+    def prefetch(self, items: list[tuple[Container, FileRecord]]) -> None:
+        """Fetch small files likely to be read next in one batched request, in the background.
+
+        Each member lands in the cache as it arrives, checked against its record's size as a
+        single download is. An open of a member waits for it; whatever the batch does not
+        deliver (a failed member, a failed request) is downloaded singly when it is opened.
+        """
+        if self._nursery is None:
+            return
+        failed = self._batch_failed_at
+        if failed is not None and trio.current_time() - failed < self.BATCH_PAUSE:
+            return  # a server that cannot answer batches is not asked again at every open
+        todo = [(c, r) for c, r in items if not self.fetching(r)]
+        if not todo:
+            return
+        for _, record in todo:
+            self._prefetching[self.cache_name(record)] = trio.Event()
+        self._batches += 1
+        self._nursery.start_soon(self._prefetch, todo)
+
+    async def _prefetched(self, record: FileRecord) -> None:
+        waiting = self._prefetching.get(self.cache_name(record))
+        if waiting is not None:
+            await waiting.wait()
+
+    async def _prefetch(self, todo: list[tuple[Container, FileRecord]]) -> None:
+        def settle(key: str) -> None:
+            event = self._prefetching.pop(key, None)
+            if event is not None:
+                event.set()
+
+        def deliver(i: int, outcome: bytes | KanboardError) -> None:
+            record = todo[i][1]
+            key = self.cache_name(record)
+            try:
+                if isinstance(outcome, bytes):
+                    self._keep(record, outcome)
+                else:
+                    kind = record.kind.value
+                    log.debug("batched read of %s file %d: %s", kind, record.id, outcome)
+            finally:
+                settle(key)
+
+        try:
+            await self.client.download_files(
+                [(c, r.id) for c, r in todo], deliver, sum(r.size for _, r in todo)
+            )
+        except KanboardError as exc:
+            self._batch_failed_at = trio.current_time()
+            log.info(
+                "a batched read failed (%s): files are read one by one for %g s",
+                exc,
+                self.BATCH_PAUSE,
+            )
+        except Exception:  # a background task must not end the mount
+            self._batch_failed_at = trio.current_time()
+            log.exception("a batched read failed unexpectedly")
+        finally:
+            for _, record in todo:
+                settle(self.cache_name(record))
+            self._batches -= 1
+        self.evict()
+
+    def _keep(self, record: FileRecord, data: bytes) -> None:
+        """A batch member's content, into the cache if its length is the record's."""
+        if len(data) != record.size:
+            log.warning(
+                "%s file %d: server sent %d bytes, its record says %d; not cached",
+                record.kind.value, record.id, len(data), record.size,
+            )  # fmt: skip
+            return
+        final = self.path_for(record)
+        self._serial += 1
+        part = final.with_name(f"{final.name}.{os.getpid()}.{self._serial}.part")
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(part, final)
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            log.warning("could not keep a batched read in the cache: %s", exc)
+            return
+        self._downloads_n += 1
+        self._bytes += record.size
 
     def adopt(self, record: FileRecord, source: Path) -> None:
         """Take an uploaded spool file as the cached content of ``record`` (saves a download)."""

@@ -129,3 +129,27 @@ def test_sniffing_content_types_downloads_only_the_start_of_each_file(kb, mounte
     assert stats["calls"] == {"downloadTaskFile": 6}, stats
     assert stats["response_bytes"] < 4 << 20, stats
     assert (d / "photo").read_bytes() == blobs["photo"]
+
+
+def test_cp_r_of_a_project_reads_its_small_files_in_batches(kb, mounter: Mounter, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``cp -r`` of 10 tasks x 10 files: after two single downloads show a read-through, the
+    rest arrive in batched requests across the task directories (kbfs.ops.readahead)."""
+    project = kb.project("P")
+    blobs = {}
+    for t in range(10):
+        task = kb.task(project, f"T{t}")
+        for i in range(10):
+            blobs[(task, f"f{i}.bin")] = data = os.urandom(20_000)
+            kb.upload_task_file(project, task, f"f{i}.bin", data)
+    m = mounter(kb)
+    one = next(iter(blobs))
+    kb.reset_stats()
+    assert m.p("projects", project, "tasks", one[0], one[1]).read_bytes() == blobs[one]
+    assert kb.stats()["calls"].get("downloadTaskFile") == 1  # one cat: no batch
+    kb.reset_stats()
+    run("cp", "-r", m.p("projects", project), tmp_path / "out")
+    stats = kb.stats()
+    for (task, name), data in blobs.items():
+        assert (tmp_path / "out" / "tasks" / str(task) / name).read_bytes() == data
+    assert stats["calls"]["downloadTaskFile"] == 99, stats
+    assert stats["http_requests"] <= 15, stats  # was one request per file
