@@ -78,9 +78,7 @@ async def test_the_read_ahead_goes_on_into_the_next_tasks(rig: Rig) -> None:
 
 async def test_a_failed_batch_leaves_each_file_to_a_single_download(rig: Rig) -> None:
     files = fill(rig, rig.tasks, 8)
-    rig.kb.fail(
-        "download_files", TransportError("connection reset", request_sent=True), times=None
-    )
+    rig.kb.fail("download_files", TransportError("connection reset", request_sent=True), times=None)
     assert await read_all(rig, rig.tasks, sorted(files)) == files
     # One batch tried; after its failure no other for a while (not one per open).
     assert rig.kb.count("download_files") == 1
