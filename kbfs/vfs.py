@@ -43,6 +43,7 @@ from kbfs.namespace.nodes import Node, NodeType
 from kbfs.namespace.tree import Namespace
 from kbfs.ops.lister import Lister
 from kbfs.ops.mover import Mover
+from kbfs.ops.readahead import ReadAhead
 from kbfs.ops.remover import Remover
 from kbfs.remote.refresher import Refresher, RefreshPolicy
 from kbfs.storage.contentcache import ContentCache, Opened, mapped_if_complete
@@ -96,6 +97,7 @@ class Handle:
     keep_cache: bool = False
     arriving: Opened | None = None  # content still downloading: reads wait for their bytes
     mapped: mmap.mmap | None = None  # complete cached content, mapped once for reads
+    read_end: int = 0  # the furthest byte a read asked for (the read-ahead's "read whole")
 
     def close(self) -> None:
         if self.mapped is not None:
@@ -135,6 +137,7 @@ class Vfs:
         self.uploader = Uploader(client, self.ns, spool, content, self.refresher, clock)
         self.recovery = Recovery(self.ns, spool, self.uploader, client.endpoint, clock)
         self.lister = Lister(self.ns, self.refresher)
+        self.readahead = ReadAhead(self.ns, self.refresher, content, clock)
         self.mover = Mover(
             self.ns,
             self.refresher,
@@ -377,6 +380,7 @@ class Vfs:
             return self._add_handle(Handle(self._alloc_fh(), node, fd, writable))
         if node.record is None:
             raise NoEntry("file has no content")
+        self.readahead.opened(node)
         opened = await self.content.open(node.container, node.record)
         self.content.pin(opened.path)
         # A server version's content never changes: the kernel may keep its pages.
@@ -405,6 +409,8 @@ class Vfs:
 
     async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         handle = self.handle(fh)
+        if offset + size > handle.read_end:
+            handle.read_end = offset + size
         arriving = handle.arriving
         if arriving is None:
             return os.pread(handle.fd, size, offset)
@@ -459,6 +465,9 @@ class Vfs:
         handle.close()
         if handle.pinned is not None:
             self.content.unpin(handle.pinned)  # type: ignore[arg-type]
+        if handle.arriving is not None:
+            self.content.release(handle.arriving.download)
+            self.readahead.closed(handle.node, handle.read_end >= handle.arriving.size)
         node = handle.node
         node.open_handles -= 1
         if handle.writable:

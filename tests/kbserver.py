@@ -205,7 +205,7 @@ class KanboardServer:
         return resp.json()
 
     def stats(self) -> dict[str, Any]:
-        """``{"http_requests": N, "calls": {method: count}}``."""
+        """``{"http_requests": N, "response_bytes": B, "calls": {method: count}}``."""
         return dict(self._control("stats"))
 
     def reset_stats(self) -> None:
@@ -234,7 +234,8 @@ class KanboardServer:
         self._control("clear-faults", {})
 
     def config(self, **knobs: Any) -> dict[str, Any]:
-        """Change run-time knobs (``latency``, ``max_body``); returns the current values."""
+        """Change run-time knobs (``latency``, ``max_body``, ``bandwidth``, ``send_buffer``);
+        returns the current values."""
         return dict(self._control("config", knobs))
 
     # -- builders -------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ is simply ``[]``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -392,18 +392,32 @@ class KanboardClient:
             raise NotFound(f"file {file_id} is not in {container}", method=method)
         return record
 
+    @staticmethod
+    def _download_call(container: Container, file_id: int) -> tuple[str, dict[str, Any]]:
+        if container.task_id is None:
+            return "downloadProjectFile", {"project_id": container.project_id, "file_id": file_id}
+        return "downloadTaskFile", {"file_id": file_id}
+
     async def download_file(self, container: Container, file_id: int, sink: BinaryIO) -> int:
         """Stream the file's content into ``sink`` (sink.writelines gets decoded pieces); the number
         of bytes written. EmptyDownload (a NotFound) when Kanboard answers "" (missing file,
         other project, storage error - a 0-byte file cannot exist). On any error ``sink`` may
         hold a partial file. Retries rewind a seekable sink to where it started."""
-        if container.task_id is None:
-            method = "downloadProjectFile"
-            params: dict[str, Any] = {"project_id": container.project_id, "file_id": file_id}
-        else:
-            method = "downloadTaskFile"
-            params = {"file_id": file_id}
+        method, params = self._download_call(container, file_id)
         return await self._rpc.download(method, params, sink)
+
+    async def download_files(
+        self,
+        items: Sequence[tuple[Container, int]],
+        deliver: Callable[[int, bytes | KanboardError], None],
+        expected_bytes: int,
+    ) -> None:
+        """Download several (small) files in one request: ``deliver(i, content or error)`` for
+        each item, as its member of the answer arrives. Each member is checked as a single
+        download is (EmptyDownload for "", ...); a failure of the whole request is raised,
+        after ``deliver`` got what had arrived. Never retried (see transport.download_batch)."""
+        calls = [self._download_call(container, file_id) for container, file_id in items]
+        await self._rpc.download_batch(calls, deliver, expected_bytes)
 
     async def create_file(
         self, container: Container, filename: str, source: BinaryIO, size: int

@@ -35,6 +35,8 @@ __all__ = [
     "encoded_length",
     "find_result_string",
     "iter_base64",
+    "skip_ws",
+    "value_end",
 ]
 
 #: Raw bytes per upload chunk: a multiple of 3, so each chunk encodes to base64 without padding.
@@ -119,6 +121,16 @@ def _value_end(buf: bytes, i: int) -> int:
     while j < n and buf[j] not in b",}] \t\r\n":
         j += 1
     return -1 if j == n else j
+
+
+def skip_ws(buf: bytes, i: int) -> int:
+    """Index of the first non-whitespace byte at or after ``i`` (``len(buf)`` if none)."""
+    return _skip_ws(buf, i)
+
+
+def value_end(buf: bytes, i: int) -> int:
+    """Index just past the JSON value starting at ``buf[i]``, or -1 if it is incomplete."""
+    return _value_end(buf, i)
 
 
 def find_result_string(buf: bytes) -> int | None:

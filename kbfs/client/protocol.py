@@ -15,11 +15,12 @@ copied from it; the docstrings there say what each call raises.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 if TYPE_CHECKING:
     from kbfs.client.api import ClientStats
+    from kbfs.client.errors import KanboardError
     from kbfs.client.models import Container, FileRecord, Project, Task
 
 __all__ = ["KanboardAPI"]
@@ -65,6 +66,15 @@ class KanboardAPI(Protocol):
 
     async def download_file(self, container: Container, file_id: int, sink: BinaryIO) -> int:
         """Stream the content into ``sink``; the number of bytes written."""
+        ...
+
+    async def download_files(
+        self,
+        items: Sequence[tuple[Container, int]],
+        deliver: Callable[[int, bytes | KanboardError], None],
+        expected_bytes: int,
+    ) -> None:
+        """Several small files in one request; ``deliver(i, content or error)`` per item."""
         ...
 
     async def create_file(

@@ -22,6 +22,8 @@ from kbfs.client.b64stream import (
     encoded_length,
     find_result_string,
     iter_base64,
+    skip_ws,
+    value_end,
 )
 from kbfs.client.errors import EmptyDownload, ProtocolError, Rejected, ServerError, SourceError
 from kbfs.client.wire import MAX_BODY
@@ -31,7 +33,9 @@ HEAD_LIMIT = 64 * 1024
 #: Decoded download bytes collected before one (threaded) write to the sink.
 FLUSH_SIZE = 1024 * 1024
 # The first decoded bytes go to the sink at once: a reader waiting for the start of a file
-# (head, file(1), a thumbnailer) gets it after one network chunk, not after a MiB.
+# (head, file(1), a thumbnailer) gets it after one network chunk, not after a MiB. Writes then
+# double in size up to FLUSH_SIZE, so a sink that paces the download (see ``flush``) sees each
+# step of the start of a file.
 FIRST_FLUSH_SIZE = 64 * 1024
 
 _NO_DATA = "no file data (missing, not allowed or storage error)"
@@ -41,7 +45,10 @@ class SinkWriter:
     """Hands decoded pieces to the sink in batches, in a worker thread, and undoes them for a retry.
 
     Pieces go to the sink as they are (writelines), not joined into one buffer: two copies of
-    every byte fewer, the largest of kbfs's own costs in a download. The sink's starting offset
+    every byte fewer, the largest of kbfs's own costs in a download. A sink with an async
+    ``pace()`` is awaited after each write and may hold the download there until its own
+    reader wants more (TCP then holds the server); ``flush`` returns the seconds it waited, so
+    a deadline can leave them out. The sink's starting offset
     is remembered so a failed attempt can be rewound; a non-seekable sink that already got
     bytes cannot be, and then the download is not retried.
     """
@@ -64,17 +71,22 @@ class SinkWriter:
 
     def flush_due(self) -> bool:
         """Whether enough is pending for a write (much less before the first one)."""
-        return self._out_size >= FLUSH_SIZE or (
-            self._out_size >= FIRST_FLUSH_SIZE and not self.written
-        )
+        return self._out_size >= min(FLUSH_SIZE, max(FIRST_FLUSH_SIZE, self.written))
 
-    async def flush(self) -> None:
-        if self._out:
-            pieces, size = self._out.copy(), self._out_size
-            self._out.clear()
-            self._out_size = 0
-            await trio.to_thread.run_sync(self._sink.writelines, pieces)
-            self.written += size
+    async def flush(self) -> float:
+        """Write what is pending; the seconds the sink's ``pace`` held the download."""
+        if not self._out:
+            return 0.0
+        pieces, size = self._out.copy(), self._out_size
+        self._out.clear()
+        self._out_size = 0
+        await trio.to_thread.run_sync(self._sink.writelines, pieces)
+        self.written += size
+        pace = getattr(self._sink, "pace", None)
+        if pace is None:
+            return 0.0
+        waited: float = await pace()
+        return waited
 
     def rewind(self) -> bool:
         """Drop the failed attempt's bytes before a retry; False if that is impossible."""
@@ -149,6 +161,81 @@ class ResultStream:
         if decoder.base64_chars == 0:
             raise EmptyDownload(_NO_DATA, method=method)
         return last
+
+
+class ArraySplitter:
+    """Cuts a batch answer (a JSON array) into its elements as it arrives.
+
+    Only the element being received is held, so a batch of many downloads costs the memory of
+    its largest member, not of the batch. Anything that does not start with ``[`` (a single
+    error object for the whole batch, an HTML page) is collected whole, up to ``limit``, and
+    returned by :meth:`finish` for the caller to judge.
+    """
+
+    def __init__(self, label: str, limit: int) -> None:
+        self._label = label
+        self._limit = limit
+        self._buf = bytearray()
+        self._started = False
+        self._ended = False
+        self._whole = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The elements completed by ``chunk``, each as its raw JSON bytes."""
+        buf = self._buf
+        buf += chunk
+        if self._whole or self._ended:
+            if len(buf) > self._limit:
+                raise ServerError("response too large", method=self._label)
+            return []
+        view = bytes(buf)
+        out: list[bytes] = []
+        pos = 0
+        while True:
+            i = skip_ws(view, pos)
+            if i >= len(view):
+                break
+            if not self._started:
+                if view[i] != ord("["):
+                    self._whole = True
+                    return []
+                self._started = True
+                pos = i + 1
+                continue
+            c = view[i]
+            if c == ord(","):
+                pos = i + 1
+                continue
+            if c == ord("]"):
+                self._ended = True
+                pos = i + 1
+                break
+            end = value_end(view, i)
+            if end < 0:
+                if len(view) - i > self._limit:
+                    raise ServerError("a batch member is too large", method=self._label)
+                break
+            out.append(view[i:end])
+            pos = end
+        del buf[:pos]
+        return out
+
+    def finish(self) -> bytes | None:
+        """At the end of the answer: the whole document if it was not an array, else None."""
+        if self._whole:
+            return bytes(self._buf)
+        if not self._ended:
+            raise ServerError("the response ended inside the batch", method=self._label)
+        return None
+
+
+def download_result(method: str, result: Any) -> bytes:
+    """A download call's result (a whole base64 string) as file bytes."""
+    if result in ("", False, None):
+        raise EmptyDownload(_NO_DATA, method=method)
+    if not isinstance(result, str):
+        raise ProtocolError("download result is not a string", method=method)
+    return decode_whole(result)
 
 
 def upload_body(

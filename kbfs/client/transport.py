@@ -35,7 +35,13 @@ from kbfs.client.errors import (
     ServerError,
     TransportError,
 )
-from kbfs.client.streams import ResultStream, SinkWriter, upload_body
+from kbfs.client.streams import (
+    ArraySplitter,
+    ResultStream,
+    SinkWriter,
+    download_result,
+    upload_body,
+)
 from kbfs.client.wire import (
     JSON_HEADERS,
     MAX_BODY,
@@ -408,7 +414,8 @@ class RpcTransport:
         self, method: str, body: bytes, rid: int, writer: SinkWriter, scope: trio.CancelScope
     ) -> int:
         """One POST of a download; each chunk read extends ``scope``'s deadline by its share
-        of MIN_TRANSFER_RATE, so a large file is bounded by its size, not by a fixed time."""
+        of MIN_TRANSFER_RATE, so a large file is bounded by its size, not by a fixed time.
+        Time the sink held the download (no reader wanted more yet) does not count."""
         stream = ResultStream(method)
         async with self._client.stream(
             "POST", self.endpoint, content=body, headers=JSON_HEADERS
@@ -420,13 +427,105 @@ class RpcTransport:
                 scope.deadline += len(chunk) / self.MIN_TRANSFER_RATE
                 writer.add(stream.feed(chunk))
                 if writer.flush_due():
-                    await writer.flush()
+                    scope.deadline += await writer.flush()
 
         writer.add(
             stream.finish(lambda doc: self.unwrap(method, self._parse_json(method, doc), rid))
         )
         await writer.flush()
         return writer.written
+
+    async def download_batch(
+        self,
+        calls: Sequence[tuple[str, Params]],
+        deliver: Callable[[int, bytes | KanboardError], None],
+        expected_bytes: int,
+    ) -> None:
+        """Many download calls in one HTTP request; ``deliver(i, bytes or error)`` once per call.
+
+        The answer is cut into its members as it arrives (streams.ArraySplitter), so memory
+        holds one member, not the batch; each member is delivered as soon as it is complete.
+        Not retried: a batch is an optimisation, and its caller falls back to single downloads
+        for whatever it did not get. A failure of the whole request is raised after the
+        members already delivered.
+        """
+        if not calls:
+            return
+        label = f"batch[{len(calls)}x{calls[0][0]}]"
+        ids = [next(self._ids) for _ in calls]
+        index = {id_key(rid): i for i, rid in enumerate(ids)}
+        for method, _ in calls:
+            self._calls[method] += 1
+        self._http_requests += 1
+        payload = [self._envelope(m, p, rid) for (m, p), rid in zip(calls, ids, strict=True)]
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        splitter = ArraySplitter(label, MAX_BODY)
+        delivered: set[int] = set()
+        deadline = self._hard_deadline(expected_bytes * 4 // 3)
+        started = time.monotonic()
+        status = 0
+        try:
+            with trio.fail_after(deadline):
+                async with self._client.stream(
+                    "POST", self.endpoint, content=body, headers=JSON_HEADERS
+                ) as response:
+                    status = response.status_code
+                    if not 200 <= status < 300:
+                        data = await self._read_capped(response, label, MAX_BODY)
+                        self._check_status(label, response, data)
+                    async for chunk in response.aiter_bytes():
+                        for element in splitter.feed(chunk):
+                            self._deliver_member(label, calls, ids, index, element, deliver,
+                                                 delivered)  # fmt: skip
+            whole = splitter.finish()
+            if whole is not None:
+                parsed = self._parse_json(label, whole)
+                if isinstance(parsed, dict) and parsed.get("error") is not None:
+                    raise self._error_from_object(label, parsed["error"])
+                raise ProtocolError("a batch was not answered with an array", method=label)
+        except trio.TooSlowError:
+            raise RequestTimeout(
+                f"no complete answer within {deadline:.0f}s", method=label, request_sent=True
+            ) from None
+        except httpx.HTTPError as exc:
+            raise self._map_httpx(exc, label) from exc
+        finally:
+            log.debug(
+                "%s id=%s..%s -> HTTP %s, %d of %d delivered in %.3fs",
+                label, ids[0], ids[-1], status or "-", len(delivered), len(calls),
+                time.monotonic() - started,
+            )  # fmt: skip
+        for i, (method, _) in enumerate(calls):
+            if i not in delivered:
+                deliver(i, ProtocolError("no answer for this call in the batch", method=method))
+
+    def _deliver_member(
+        self,
+        label: str,
+        calls: Sequence[tuple[str, Params]],
+        ids: list[int],
+        index: dict[str, int],
+        element: bytes,
+        deliver: Callable[[int, bytes | KanboardError], None],
+        delivered: set[int],
+    ) -> None:
+        """Decode one member of a download batch and hand it to ``deliver``."""
+        item = self._parse_json(label, element)
+        if not isinstance(item, dict) or item.get("id") is None:
+            return
+        i = index.get(id_key(item["id"]))
+        if i is None or i in delivered:
+            return
+        delivered.add(i)
+        method = calls[i][0]
+        try:
+            data = download_result(method, self.unwrap(method, item, ids[i]))
+        except Base64FormatError as exc:
+            deliver(i, ProtocolError(f"bad file data: {exc}", method=method))
+        except KanboardError as exc:
+            deliver(i, exc)
+        else:
+            deliver(i, data)
 
     async def upload(self, method: str, params: dict[str, Any], source: BinaryIO, size: int) -> Any:
         """Call a create* procedure with ``blob`` streamed from ``source``; the raw result.

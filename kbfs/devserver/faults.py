@@ -113,6 +113,7 @@ class Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.http_requests = 0
+        self.response_bytes = 0
         self.calls: Counter[str] = Counter()
 
     def count_request(self) -> None:
@@ -120,18 +121,28 @@ class Stats:
         with self._lock:
             self.http_requests += 1
 
+    def count_response(self, size: int) -> None:
+        """A ``/jsonrpc.php`` answer's body left with ``size`` bytes: what a client cost."""
+        with self._lock:
+            self.response_bytes += size
+
     def count_call(self, method: str) -> None:
         """One JSON-RPC call (a batch item counts once)."""
         with self._lock:
             self.calls[method] += 1
 
     def snapshot(self) -> dict[str, Any]:
-        """``{"http_requests": N, "calls": {method: count}}``."""
+        """``{"http_requests": N, "response_bytes": B, "calls": {method: count}}``."""
         with self._lock:
-            return {"http_requests": self.http_requests, "calls": dict(self.calls)}
+            return {
+                "http_requests": self.http_requests,
+                "response_bytes": self.response_bytes,
+                "calls": dict(self.calls),
+            }
 
     def reset(self) -> None:
-        """Zero both counters."""
+        """Zero the counters."""
         with self._lock:
             self.http_requests = 0
+            self.response_bytes = 0
             self.calls.clear()

@@ -48,6 +48,10 @@ class _Config:
     keep_alive: bool = False
     verbose: bool = False
     bandwidth: int | None = None  # bytes per second for response bodies (tests of streaming)
+    # Bytes the kernel may queue on a connection (SO_SNDBUF): on loopback it grows to MiBs, so
+    # a client that stops reading would seem to cost that much. A network's in-flight data
+    # is bounded by its bandwidth-delay product instead; this emulates that bound.
+    send_buffer: int | None = None
 
 
 class _TooLarge(Exception):
@@ -123,7 +127,15 @@ class _Handler(BaseHTTPRequestHandler):
             raise _TooLarge
         return self.rfile.read(length) if length > 0 else b""
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes | StreamedAnswer) -> None:
+    def _send(
+        self,
+        status: int,
+        headers: dict[str, str],
+        body: bytes | StreamedAnswer,
+        counted: bool = False,
+    ) -> None:
+        """Answer; with ``counted``, the body bytes actually written go to the stats (what a
+        client cost: a download it abandons stops counting when it closes the connection)."""
         keep_alive = self.server.devserver.config.keep_alive
         rate = self.server.devserver.config.bandwidth
         if rate and isinstance(body, StreamedAnswer):
@@ -138,27 +150,40 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD" or not body:
             return
+        send_buffer = self.server.devserver.config.send_buffer
+        if send_buffer:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         try:
-            self._write_body(body, rate)
+            self._write_body(body, rate, counted)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away (a download it cancelled)
 
-    def _write_body(self, body: bytes | StreamedAnswer, rate: int | None) -> None:
+    def _write_body(self, body: bytes | StreamedAnswer, rate: int | None, counted: bool) -> None:
+        stats = self.server.devserver.stats
+
+        def count(n: int) -> None:
+            if counted:
+                stats.count_response(n)
+
         if isinstance(body, StreamedAnswer):
             pieces = body.pieces()
             try:
                 for piece in pieces:
                     self.wfile.write(piece)
+                    count(len(piece))
             finally:
                 pieces.close()  # closes the stored file at once, also when the client left
             return
         if not rate:
             self.wfile.write(body)
+            count(len(body))
             return
         step = max(1, min(_CHUNK, rate // 20))
         for start in range(0, len(body), step):
-            self.wfile.write(body[start : start + step])
+            piece = body[start : start + step]
+            self.wfile.write(piece)
             self.wfile.flush()
+            count(len(piece))
             time.sleep(step / rate)
 
     # -- /jsonrpc.php -------------------------------------------------------------------------
@@ -183,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self._send(reply.status, reply.headers, reply.body)
+        self._send(reply.status, reply.headers, reply.body, counted=True)
 
     # -- /_devserver/ -------------------------------------------------------------------------
 
@@ -328,10 +353,14 @@ class DevServer:
             if "bandwidth" in data:
                 value = data["bandwidth"]
                 self.config.bandwidth = None if not value else int(value)
+            if "send_buffer" in data:
+                value = data["send_buffer"]
+                self.config.send_buffer = None if not value else int(value)
             return {
                 "latency": self.config.latency,
                 "max_body": self.config.max_body,
                 "bandwidth": self.config.bandwidth,
+                "send_buffer": self.config.send_buffer,
             }
         raise KeyError(action)
 

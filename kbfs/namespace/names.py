@@ -132,6 +132,7 @@ DEFAULT_LOCAL_NAMES = (
     ".#*",  # emacs lock files
     "#*#",  # emacs auto-save files
     ".~lock.*#",  # LibreOffice lock files
+    "lu*.tmp",  # LibreOffice's save: written beside the document, then renamed over it
     ".goutputstream-*",  # GIO/gedit atomic-save temporaries
     ".*.kate-swp",  # Kate swap files
 )

@@ -77,6 +77,11 @@ class Refresher:
         listing = self._tasks.get(project_id)
         return None if listing is None else listing.tasks.get(task_id)
 
+    def task_ids(self, project_id: int) -> list[int]:
+        """The project's known tasks in listing order (as ``tasks/`` shows them); no fetch."""
+        listing = self._tasks.get(project_id)
+        return [] if listing is None else list(listing.tasks)
+
     def read_only(self, project_id: int) -> bool:
         """Whether this user may only view the project (a project-viewer role)."""
         return project_id in self._projects.read_only

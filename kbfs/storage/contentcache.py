@@ -11,6 +11,11 @@ readers of one file share one download. While ``run`` runs (the mount starts it)
 runs in the background and a reader is served as soon as the bytes it asks for have arrived:
 ``head -c 100`` of a large cold file does not wait for the whole file.
 
+A download nobody waits for any more is dropped (``release``): a file manager sniffing a
+content type or a thumbnailer reading a header opens a file, reads its first bytes and closes
+it, and must not pull the whole file. It is finished instead when it is nearly done or small,
+where starting again would cost more than finishing.
+
 ``mapped_if_complete`` is the read path for complete content: one read-only map per handle.
 """
 
@@ -28,6 +33,7 @@ from pathlib import Path
 
 import trio
 
+from kbfs.client.errors import KanboardError
 from kbfs.client.models import Container, FileRecord
 from kbfs.client.protocol import KanboardAPI
 from kbfs.errors import FsError
@@ -47,16 +53,32 @@ class CacheStats:
 class _Download:
     """One download in progress: readers wait on ``progress`` (bytes on disk so far)."""
 
-    def __init__(self, part: Path) -> None:
+    def __init__(self, part: Path, size: int) -> None:
         self.part = part
+        self.size = size
         self.done = trio.Event()
         self.error: BaseException | None = None
         self.progress = 0  # written by the sink, possibly from a worker thread
         self.changed = trio.Event()  # set (and replaced) whenever more bytes are on disk
+        self.readers = 0  # open handles and ensure() calls waiting on it
+        self.scope = trio.CancelScope()
+        self.unleashed = trio.Event()  # a reader wants more than the first SNIFF_BYTES
+
+    def want(self, end: int) -> None:
+        """A reader asks for bytes up to ``end``: past the sniff window, download freely."""
+        if end > SNIFF_BYTES:
+            self.unleashed.set()
 
     def notify(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
+
+
+# What a content-type sniff, file(1) or a header reader takes from the start of a file. A
+# download whose readers asked for no more than this pauses there (TCP then holds the server)
+# until one asks for more or all leave (then it is dropped): opening a large file to look at
+# its first bytes costs about this much, not the file.
+SNIFF_BYTES = 256 * 1024
 
 
 class _ProgressSink:
@@ -86,6 +108,16 @@ class _ProgressSink:
         # thread itself, not from a worker thread.
         with contextlib.suppress(RuntimeError):
             trio.from_thread.run_sync(self._download.notify)
+
+    async def pace(self) -> float:
+        """Hold the download past the sniff window until a reader wants more; the seconds
+        held (the transport leaves them out of the download's deadline)."""
+        download = self._download
+        if download.unleashed.is_set() or download.progress < SNIFF_BYTES:
+            return 0.0
+        started = trio.current_time()
+        await download.unleashed.wait()
+        return trio.current_time() - started
 
     def seekable(self) -> bool:
         return True
@@ -130,6 +162,7 @@ class Opened:
         if download is None:
             return
         end = min(end, self.size)
+        download.want(end)
         whole = end >= self.size
         seen, since = download.progress, trio.current_time()
         while (whole or download.progress < end) and not download.done.is_set():
@@ -150,6 +183,12 @@ class ContentCache:
     Files that are open (pinned) are never evicted.
     """
 
+    # A download its last reader left is finished anyway when it is this far along, or this
+    # small: dropping it would save little and cost a new request if the file is read again.
+    FINISH_FRACTION = 0.75
+    FINISH_BELOW = 256 * 1024
+    BATCH_PAUSE = 60.0  # no batched reads for this long after one failed
+
     def __init__(self, root: Path, client: KanboardAPI, *, max_bytes: int) -> None:
         self.root = root
         self.client = client
@@ -162,6 +201,10 @@ class ContentCache:
         self._hits = 0
         self._bytes = 0
         self._evictions = 0
+        self._serial = 0
+        self._prefetching: dict[str, trio.Event] = {}  # set once a batch member is settled
+        self._batches = 0
+        self._batch_failed_at: float | None = None
         for stale in root.glob("*.part"):
             stale.unlink(missing_ok=True)
 
@@ -216,14 +259,20 @@ class ContentCache:
 
     async def ensure(self, container: Container, record: FileRecord) -> Path:
         """The path of the complete content of ``record``, downloading it if needed."""
+        await self._prefetched(record)
         path = self.lookup(record)
         if path is not None:
             self._hits += 1
             return path
         download, run_here = self._start(container, record)
-        if run_here is not None:
-            await run_here()
-        await download.done.wait()
+        download.readers += 1
+        download.want(record.size)
+        try:
+            if run_here is not None:
+                await run_here()
+            await download.done.wait()
+        finally:
+            self.release(download)
         if download.error is not None:
             raise FsError(f"download failed: {download.error}") from download.error
         path = self.lookup(record)
@@ -233,6 +282,7 @@ class ContentCache:
 
     async def open(self, container: Container, record: FileRecord) -> Opened:
         """Open ``record``'s content for reading; it may still be arriving (see ``Opened``)."""
+        await self._prefetched(record)
         fd = self._open_complete(record)
         if fd is not None:
             self._hits += 1
@@ -244,6 +294,7 @@ class ContentCache:
             fd = open_nofollow(download.part, os.O_RDONLY)
         except FileNotFoundError:  # finished (or failed) between the two lines
             return await self._open_after_download(container, record)
+        download.readers += 1
         return Opened(fd, self.path_for(record), record.size, download)
 
     async def _open_after_download(self, container: Container, record: FileRecord) -> Opened:
@@ -252,6 +303,26 @@ class ContentCache:
         if fd is None:
             raise FsError(f"{self.cache_name(record)}: download vanished from the cache")
         return Opened(fd, path, record.size, None)
+
+    def release(self, download: _Download | None) -> None:
+        """A reader of ``download`` is gone (a handle closed). The last one leaving drops the
+        download unless it is nearly done or small: its partial bytes are deleted and the
+        next open starts again."""
+        if download is None:
+            return
+        download.readers -= 1
+        if download.readers > 0 or download.done.is_set():
+            return
+        if download.size <= self.FINISH_BELOW:
+            return
+        if download.progress >= self.FINISH_FRACTION * download.size:
+            return
+        log.debug(
+            "dropping a download nobody reads: %d of %d bytes arrived",
+            download.progress,
+            download.size,
+        )
+        download.scope.cancel()
 
     def _start(
         self, container: Container, record: FileRecord
@@ -262,21 +333,28 @@ class ContentCache:
         """
         key = self.cache_name(record)
         running = self._downloads.get(key)
-        if running is not None:
+        if running is not None and not running.scope.cancel_called:
             return running, None
         final = self.path_for(record)
-        download = _Download(final.with_name(final.name + f".{os.getpid()}.part"))
+        # A dropped download may still be cleaning up: each download has its own part file.
+        self._serial += 1
+        part = final.with_name(f"{final.name}.{os.getpid()}.{self._serial}.part")
+        download = _Download(part, record.size)
         fd = open_nofollow(download.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         self._downloads[key] = download
 
         async def run() -> None:
             try:
-                await self._download(container, record, download, fd)
+                with download.scope:
+                    await self._download(container, record, download, fd)
+                if download.scope.cancelled_caught:
+                    download.error = FsError("dropped: no reader was left")
             except Exception as exc:
                 download.error = exc
                 log.warning("download of %s file %d failed: %s", record.kind.value, record.id, exc)
             finally:
-                del self._downloads[key]
+                if self._downloads.get(key) is download:
+                    del self._downloads[key]
                 download.done.set()
 
         if self._nursery is not None:
@@ -310,6 +388,109 @@ class ContentCache:
         self._bytes += record.size
         log.debug("cached %s file %d (%d bytes)", record.kind.value, record.id, record.size)
         self.evict()
+
+    # -- batched prefetch --------------------------------------------------------------------
+
+    def fetching(self, record: FileRecord) -> bool:
+        """Whether ``record``'s content is complete here or on its way."""
+        key = self.cache_name(record)
+        if key in self._downloads or key in self._prefetching:
+            return True
+        try:
+            return self.path_for(record).stat().st_size == record.size
+        except FileNotFoundError:
+            return False
+
+    @property
+    def prefetching(self) -> bool:
+        """A batch is in flight (the read-ahead keeps one at a time)."""
+        return self._batches > 0
+
+    def prefetch(self, items: list[tuple[Container, FileRecord]]) -> None:
+        """Fetch small files likely to be read next in one batched request, in the background.
+
+        Each member lands in the cache as it arrives, checked against its record's size as a
+        single download is. An open of a member waits for it; whatever the batch does not
+        deliver (a failed member, a failed request) is downloaded singly when it is opened.
+        """
+        if self._nursery is None:
+            return
+        failed = self._batch_failed_at
+        if failed is not None and trio.current_time() - failed < self.BATCH_PAUSE:
+            return  # a server that cannot answer batches is not asked again at every open
+        todo = [(c, r) for c, r in items if not self.fetching(r)]
+        if not todo:
+            return
+        for _, record in todo:
+            self._prefetching[self.cache_name(record)] = trio.Event()
+        self._batches += 1
+        self._nursery.start_soon(self._prefetch, todo)
+
+    async def _prefetched(self, record: FileRecord) -> None:
+        waiting = self._prefetching.get(self.cache_name(record))
+        if waiting is not None:
+            await waiting.wait()
+
+    async def _prefetch(self, todo: list[tuple[Container, FileRecord]]) -> None:
+        def settle(key: str) -> None:
+            event = self._prefetching.pop(key, None)
+            if event is not None:
+                event.set()
+
+        def deliver(i: int, outcome: bytes | KanboardError) -> None:
+            record = todo[i][1]
+            key = self.cache_name(record)
+            try:
+                if isinstance(outcome, bytes):
+                    self._keep(record, outcome)
+                else:
+                    kind = record.kind.value
+                    log.debug("batched read of %s file %d: %s", kind, record.id, outcome)
+            finally:
+                settle(key)
+
+        try:
+            await self.client.download_files(
+                [(c, r.id) for c, r in todo], deliver, sum(r.size for _, r in todo)
+            )
+        except KanboardError as exc:
+            self._batch_failed_at = trio.current_time()
+            log.info(
+                "a batched read failed (%s): files are read one by one for %g s",
+                exc,
+                self.BATCH_PAUSE,
+            )
+        except Exception:  # a background task must not end the mount
+            self._batch_failed_at = trio.current_time()
+            log.exception("a batched read failed unexpectedly")
+        finally:
+            for _, record in todo:
+                settle(self.cache_name(record))
+            self._batches -= 1
+        self.evict()
+
+    def _keep(self, record: FileRecord, data: bytes) -> None:
+        """A batch member's content, into the cache if its length is the record's."""
+        if len(data) != record.size:
+            log.warning(
+                "%s file %d: server sent %d bytes, its record says %d; not cached",
+                record.kind.value, record.id, len(data), record.size,
+            )  # fmt: skip
+            return
+        final = self.path_for(record)
+        self._serial += 1
+        part = final.with_name(f"{final.name}.{os.getpid()}.{self._serial}.part")
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(part, final)
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            log.warning("could not keep a batched read in the cache: %s", exc)
+            return
+        self._downloads_n += 1
+        self._bytes += record.size
 
     def adopt(self, record: FileRecord, source: Path) -> None:
         """Take an uploaded spool file as the cached content of ``record`` (saves a download)."""

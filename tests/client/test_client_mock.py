@@ -667,9 +667,16 @@ async def test_download_hands_over_the_first_bytes_at_once() -> None:
         sink = _BatchSink()
         assert await client.download_file(TASK, 1, sink) == len(raw)
     assert sink.getvalue() == raw
+    # 64 KiB first, then each write about as large as all before it, up to FLUSH_SIZE: a
+    # pacing sink sees every step of a file's start (see ContentCache's sniff window).
     first, *middle, _last = sink.batches
     assert streams.FIRST_FLUSH_SIZE <= first < streams.FIRST_FLUSH_SIZE + 16 * 1024
-    assert all(streams.FLUSH_SIZE <= n < streams.FLUSH_SIZE + 16 * 1024 for n in middle)
+    written = first
+    for n in middle:
+        due = min(streams.FLUSH_SIZE, written)
+        assert due <= n < due + 16 * 1024, sink.batches
+        written += n
+    assert max(middle) >= streams.FLUSH_SIZE
 
 
 @pytest.mark.parametrize(
@@ -878,3 +885,99 @@ async def test_an_upload_php_had_no_memory_for_says_what_to_change() -> None:
             assert "memory_limit" not in message, message
         else:
             assert expected in message and "max_file_size" in message, message
+
+
+# ---------------------------------------------------------------- batched downloads
+
+
+def _batch_handler(members: list[Any], chunk: int, order: list[int] | None = None) -> Any:
+    """Answer a download batch: member i is ``members[i]`` (bytes -> its base64 result as PHP
+    writes it, with ``\\/`` escapes; anything else -> that result as is), in ``order``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls = json.loads(request.content)
+        out = []
+        for i in order or range(len(calls)):
+            value = members[i]
+            if isinstance(value, bytes):
+                value = base64.b64encode(value).decode()
+            out.append({"jsonrpc": "2.0", "result": value, "id": calls[i]["id"]})
+        body = json.dumps(out).replace("/", "\\/").encode()
+        data = _chunks(body, chunk)
+
+        async def gen() -> Any:
+            for p in data:
+                yield p
+
+        return httpx.Response(200, content=gen())
+
+    return handler
+
+
+async def _batch(client: KanboardClient, n: int) -> dict[int, Any]:
+    got: dict[int, Any] = {}
+
+    def deliver(i: int, outcome: Any) -> None:
+        assert i not in got
+        got[i] = outcome
+
+    await client.download_files([(TASK, 10 + i) for i in range(n)], deliver, 1000)
+    return got
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 4096, 10**7])
+async def test_a_download_batch_is_cut_into_members_at_any_chunk_size(chunk: int) -> None:
+    files = [os.urandom(n) for n in (1, 2, 3, 1000, 5000)]
+    async with client_for(_batch_handler(list(files), chunk, order=[3, 0, 4, 1, 2])) as client:
+        got = await _batch(client, len(files))
+        stats = client.statistics()
+    assert got == dict(enumerate(files))
+    assert stats.http_requests == 1
+
+
+async def test_a_download_batch_reports_each_member_that_failed() -> None:
+    members: list[Any] = [b"fine", "", False, "QU!D"]
+    async with client_for(_batch_handler(members, 64)) as client:
+        got = await _batch(client, len(members))
+    assert got[0] == b"fine"
+    assert isinstance(got[1], EmptyDownload) and isinstance(got[2], EmptyDownload)
+    assert isinstance(got[3], ProtocolError)
+
+
+async def test_a_download_batch_missing_members_and_a_cut_answer() -> None:
+    """A member the answer lacks is a ProtocolError for that member; an answer cut inside
+    the array raises after delivering what had arrived."""
+
+    def lacking(request: httpx.Request) -> httpx.Response:
+        calls = json.loads(request.content)
+        return httpx.Response(
+            200, json=[{"jsonrpc": "2.0", "result": "QUJD", "id": calls[1]["id"]}]
+        )
+
+    async with client_for(lacking) as client:
+        got = await _batch(client, 2)
+    assert got[1] == b"ABC" and isinstance(got[0], ProtocolError)
+
+    def cut(request: httpx.Request) -> httpx.Response:
+        calls = json.loads(request.content)
+        first = json.dumps({"jsonrpc": "2.0", "result": "QUJD", "id": calls[0]["id"]})
+        return httpx.Response(200, content=("[" + first + ',{"jsonrpc":"2.0","res').encode())
+
+    got = {}
+    async with client_for(cut) as client:
+        with pytest.raises(ServerError, match="ended inside the batch"):
+            await client.download_files(
+                [(TASK, 1), (TASK, 2)], lambda i, o: got.__setitem__(i, o), 10
+            )
+    assert got == {0: b"ABC"}
+
+
+async def test_a_download_batch_answered_with_one_error_object_raises_it() -> None:
+    def forbidden(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, json={"jsonrpc": "2.0", "error": {"code": 403, "message": "Forbidden"}, "id": None}
+        )
+
+    async with client_for(forbidden) as client:
+        with pytest.raises(PermissionDenied):
+            await _batch(client, 3)

@@ -84,7 +84,8 @@ async def test_every_procedure_with_app_token(kb: KanboardServer, world: dict[st
         both = await kc.get_all_tasks_any_status(pid)
         assert [t.id for t in both] == sorted([t1, t2])
         assert [t.is_active for t in both] == [True, False]
-        assert kb.stats() == {"http_requests": 1, "calls": {"getAllTasks": 2}}
+        assert kb.stats()["calls"] == {"getAllTasks": 2}
+        assert kb.stats()["http_requests"] == 1
         assert (await kc.get_task(t2)).title == "to close"
 
         assert await kc.list_files(task_c) == []
@@ -319,7 +320,8 @@ async def test_create_with_500_is_not_retried(kb: KanboardServer, world: dict[st
     async with client(kb) as kc:
         with pytest.raises(ServerError):
             await kc.create_file(Container(pid, t1), "a", io.BytesIO(b"abc"), 3)
-    assert kb.stats() == {"http_requests": 1, "calls": {"createTaskFile": 1}}
+    assert kb.stats()["calls"] == {"createTaskFile": 1}
+    assert kb.stats()["http_requests"] == 1
     kb.clear_faults()
 
 

@@ -42,6 +42,7 @@ import trio
 from kbfs.client.api import ClientStats
 from kbfs.client.errors import (
     EmptyDownload,
+    KanboardError,
     NotFound,
     Rejected,
     RpcError,
@@ -281,6 +282,26 @@ class FakeKanboard:
             call.outcome = "ok"
         sink.writelines([data])
         return len(data)
+
+    async def download_files(
+        self,
+        items: Sequence[tuple[Container, int]],
+        deliver: Callable[[int, bytes | KanboardError], None],
+        expected_bytes: int,
+    ) -> None:
+        """One batch request (counted as ``download_files``): each member as download_file
+        answers it. A fault injected for ``download_files`` fails the whole request."""
+        async with self._call("download_files", tuple(fid for _, fid in items)) as call:
+            call.outcome = "ok"
+        for i, (container, file_id) in enumerate(items):
+            row = self._db.files[container.kind].get(file_id)
+            if row is not None and container.task_id is None and row.owner != container.owner_id:
+                row = None
+            data = self._db.storage.get(row.path) if row is not None else None
+            if data:
+                deliver(i, data)
+            else:
+                deliver(i, EmptyDownload("no file data", method="download_files"))
 
     async def create_file(
         self, container: Container, filename: str, source: BinaryIO, size: int

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from kbfs.client.errors import PermissionDenied, ServerError, TransportError
 from kbfs.client.models import Container
@@ -50,6 +51,52 @@ async def test_concurrent_readers_share_one_download(rig: Rig) -> None:
         await gate.reached.wait()
         gate.release()
     assert len(results) == 2 and results[0] == results[1]
+    assert rig.kb.count("download_file") == 1
+
+
+async def _open_and_leave(rig: Rig, name: str, *, others: int = 0) -> list[int]:
+    """Open ``name`` (its download held in flight by a gate), then close the handle without
+    reading, as a file manager sniffing a content type does once it has its first bytes.
+    ``others`` more handles stay open; their fhs are returned."""
+    gate = rig.kb.gate("download_file")
+    node = await rig.vfs.lookup(await rig.dir(rig.tasks), name)
+    handles = [await rig.vfs.open(node.ino, os.O_RDONLY) for _ in range(1 + others)]
+    await gate.reached.wait()
+    rig.vfs.release(handles[0].fh)
+    await trio.testing.wait_all_tasks_blocked()
+    gate.release()
+    await trio.testing.wait_all_tasks_blocked()
+    return [h.fh for h in handles[1:]]
+
+
+async def test_a_download_nobody_reads_any_more_is_dropped(rig: Rig) -> None:
+    """Nothing downloaded for nobody: the last reader left before the download got far, so it
+    ends, its partial bytes go, and the next open starts again (and gets the whole file)."""
+    data = os.urandom(1 << 20)
+    rig.kb.add_file(rig.tasks, "big.bin", data)
+    await _open_and_leave(rig, "big.bin")
+    assert [c.outcome for c in rig.kb.log if c.method == "download_file"] == ["pending"]
+    assert not list((rig.root / "cache").iterdir())  # no part file, nothing cached
+    assert await rig.read(rig.tasks, "big.bin") == data
+    assert rig.kb.count("download_file") == 2
+
+
+async def test_a_download_another_handle_waits_for_goes_on(rig: Rig) -> None:
+    data = os.urandom(1 << 20)
+    rig.kb.add_file(rig.tasks, "big.bin", data)
+    (still,) = await _open_and_leave(rig, "big.bin", others=1)
+    assert bytes(await rig.vfs.read(still, 0, len(data))) == data
+    rig.vfs.release(still)
+    assert await rig.read(rig.tasks, "big.bin") == data
+    assert rig.kb.count("download_file") == 1
+
+
+async def test_a_small_download_is_finished_even_when_nobody_waits(rig: Rig) -> None:
+    """Below 256 KiB a new request would cost more than the bytes left: it is finished."""
+    data = os.urandom(100_000)
+    rig.kb.add_file(rig.tasks, "small.bin", data)
+    await _open_and_leave(rig, "small.bin")
+    assert await rig.read(rig.tasks, "small.bin") == data
     assert rig.kb.count("download_file") == 1
 
 

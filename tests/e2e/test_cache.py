@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 
 from tests.e2e.helpers import Mounter, run, wait_for
 
@@ -84,3 +85,71 @@ def test_cache_size_bounds_the_cache_but_never_open_files(kb, mounter: Mounter) 
     finally:
         held.kill()
         held.wait()
+
+
+# Extension-less files: GIO must read their first bytes to tell their type.
+SNIFFED = {
+    "photo": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "image/png"),
+    "paper": (b"%PDF-1.4\n", "application/pdf"),
+    "archive": (b"\x1f\x8b\x08\x00", "application/gzip"),
+    "scan": (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "image/jpeg"),
+    "program": (b"\x7fELF\x02\x01\x01", "application/x-executable"),
+    "notes": (b"plain words\n" * 1000, "text/plain"),
+}
+
+
+def test_sniffing_content_types_downloads_only_the_start_of_each_file(kb, mounter: Mounter) -> None:  # type: ignore[no-untyped-def]
+    """What GNOME Files asks of a folder (``gio list -a standard::content-type``): GIO opens
+    each extension-less file, reads 4 KiB and closes it. kbfs pauses a download at its first
+    256 KiB until a reader wants more and drops it when the last reader leaves, so six 8 MiB
+    files cost well under one of them (all six in full: 67 MB of base64). The server's send
+    buffer is bounded as a network's in-flight data is: on loopback the kernel would queue
+    MiBs a client never reads. A later ``cat`` gets the whole file."""
+    size = 8 << 20
+    project = kb.project("P")
+    task = kb.task(project, "T")
+    blobs = {}
+    for name, (head, _) in SNIFFED.items():
+        body = head * (size // len(head)) if name == "notes" else os.urandom(size)
+        blobs[name] = (head + body)[:size]
+        kb.upload_task_file(project, task, name, blobs[name])
+    m = mounter(kb)
+    d = m.p("projects", project, "tasks", task)
+    os.listdir(d)
+    kb.config(send_buffer=64 * 1024)
+    kb.reset_stats()
+    out = run("gio", "list", "-a", "standard::content-type", d).stdout.decode()
+    types = dict(
+        (line.split("\t")[0], line.rsplit("standard::content-type=", 1)[1])
+        for line in out.splitlines()
+    )
+    assert types == {name: kind for name, (_, kind) in SNIFFED.items()}
+    time.sleep(1)  # a download that was not dropped would go on meanwhile
+    stats = kb.stats()
+    assert stats["calls"] == {"downloadTaskFile": 6}, stats
+    assert stats["response_bytes"] < 4 << 20, stats
+    assert (d / "photo").read_bytes() == blobs["photo"]
+
+
+def test_cp_r_of_a_project_reads_its_small_files_in_batches(kb, mounter: Mounter, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``cp -r`` of 10 tasks x 10 files: after two single downloads show a read-through, the
+    rest arrive in batched requests across the task directories (kbfs.ops.readahead)."""
+    project = kb.project("P")
+    blobs = {}
+    for t in range(10):
+        task = kb.task(project, f"T{t}")
+        for i in range(10):
+            blobs[(task, f"f{i}.bin")] = data = os.urandom(20_000)
+            kb.upload_task_file(project, task, f"f{i}.bin", data)
+    m = mounter(kb)
+    one = next(iter(blobs))
+    kb.reset_stats()
+    assert m.p("projects", project, "tasks", one[0], one[1]).read_bytes() == blobs[one]
+    assert kb.stats()["calls"].get("downloadTaskFile") == 1  # one cat: no batch
+    kb.reset_stats()
+    run("cp", "-r", m.p("projects", project), tmp_path / "out")
+    stats = kb.stats()
+    for (task, name), data in blobs.items():
+        assert (tmp_path / "out" / "tasks" / str(task) / name).read_bytes() == data
+    assert stats["calls"]["downloadTaskFile"] == 99, stats
+    assert stats["http_requests"] <= 15, stats  # was one request per file

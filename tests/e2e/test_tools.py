@@ -110,6 +110,7 @@ def test_libreoffice_lock_and_scratch_files_stay_local(kb, mnt: Mounted, task) -
         "4913",
         "doc.txt~",
         ".#doc.txt",
+        "lu319145k1q8.tmp",  # LibreOffice writes its save here, then renames it over the file
         ".goutputstream-XYZ123",
     ]
     for name in scratch:
