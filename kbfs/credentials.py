@@ -7,8 +7,10 @@ have leaked, and the user should know.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 SYSTEMD_CREDENTIAL = "kbfs-token"
@@ -59,3 +61,24 @@ def load_secret(token_file: str | None, env: dict[str, str] | None = None) -> st
     raise CredentialError(
         "no API token: give --token-file FILE, or set KBFS_TOKEN_FILE or KBFS_TOKEN"
     )
+
+
+def secret_source(
+    token_file: str | None, env: dict[str, str] | None = None
+) -> Callable[[], str] | None:
+    """A function that reads the secret again from where :func:`load_secret` found it, with the
+    same checks (a rotated token is picked up without a remount); None for ``$KBFS_TOKEN``,
+    which a running process cannot see change."""
+    env = dict(os.environ) if env is None else env
+    if token_file:
+        return functools.partial(read_secret_file, token_file)
+    if env.get("KBFS_TOKEN_FILE"):
+        return functools.partial(read_secret_file, env["KBFS_TOKEN_FILE"])
+    if env.get("KBFS_TOKEN"):
+        return None
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / SYSTEMD_CREDENTIAL).exists():
+        return functools.partial(
+            read_secret_file, Path(creds) / SYSTEMD_CREDENTIAL, check_mode=False
+        )
+    return None

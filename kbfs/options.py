@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 
 IGNORED = frozenset(
@@ -70,6 +71,8 @@ class MountOptions:
     user: str | None = None
     log_level: str | None = None
     cafile: str | None = None
+    # An HTTP proxy chosen on purpose; HTTP_PROXY and the like in the environment are ignored.
+    proxy: str | None = None
     # Name patterns (fnmatch) of files that stay in the mount and never reach Kanboard: None
     # means kbfs's defaults (editor swap files, lock files, ...); local_names_add extends them.
     local_names: tuple[str, ...] | None = None
@@ -87,7 +90,9 @@ _STR = {"cache_dir", "state_dir", "token_file", "user", "log_level", "cafile"}
 
 
 FLAGS = frozenset({"ro", "allow_other", "xattr", "noxattr"})
-VALUED = frozenset(_INT | _FLOAT | _STR | {"umask", "cache_size", "local_names", "local_names_add"})
+VALUED = frozenset(
+    _INT | _FLOAT | _STR | {"umask", "cache_size", "local_names", "local_names_add", "proxy"}
+)
 
 
 def parse_options(specs: list[str], base: MountOptions | None = None) -> MountOptions:
@@ -137,6 +142,11 @@ def parse_options(specs: list[str], base: MountOptions | None = None) -> MountOp
                     if number < 0:
                         raise ValueError(value)
                     values[key] = number
+                elif key == "proxy":
+                    parts = urllib.parse.urlsplit(value)
+                    if parts.scheme not in ("http", "https") or not parts.hostname:
+                        raise ValueError(value)
+                    values[key] = value
                 elif key == "log_level":
                     if value.upper() not in LOG_LEVELS:
                         raise ValueError(value)

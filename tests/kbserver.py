@@ -238,6 +238,11 @@ class KanboardServer:
         """Drop all pending faults."""
         self._control("clear-faults", {})
 
+    def rotate_token(self, token: str | None = None) -> str:
+        """Replace the app token (a new random one if None); later helper calls use the new one."""
+        self.token = str(self._control("rotate-token", {"token": token})["token"])
+        return self.token
+
     def config(self, **knobs: Any) -> dict[str, Any]:
         """Change run-time knobs (``latency``, ``max_body``); returns the current values."""
         return dict(self._control("config", knobs))

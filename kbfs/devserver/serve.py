@@ -352,6 +352,12 @@ class DevServer:
                 int(data.get("seed", 0)),
             )
             return {"ok": True}
+        if action == "rotate-token":
+            # An administrator replacing the app token (Settings > API > reset): the old one
+            # is refused from the next request on.
+            token = str(data.get("token") or TOKEN_PREFIX + secrets.token_hex(20))
+            self.token = self.dispatcher.token = token
+            return {"ok": True, "token": token}
         if action == "seed-files":
             # Test set-up only: many attachments at once (see Store.seed_files).
             kind: FileKind = "task" if data.get("task_id") is not None else "project"
