@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from kbfs import __version__
 from kbfs.helperargv import run_helper
+from kbfs.safetext import SafeFormatter, printable, printable_lines, printable_tree
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -96,10 +97,10 @@ def _setup_logging(level: str | None, verbose: int, log_file: str | None = None)
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("kbfs: %(levelname)s: %(message)s"))
+        handler.setFormatter(SafeFormatter("kbfs: %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, name, logging.INFO))
@@ -109,7 +110,7 @@ def _setup_logging(level: str | None, verbose: int, log_file: str | None = None)
 
 
 def _fail(message: str) -> int:
-    print(f"kbfs: {message}", file=sys.stderr)
+    print(f"kbfs: {printable(message)}", file=sys.stderr)
     return 1
 
 
@@ -165,11 +166,13 @@ def cmd_mount(args: argparse.Namespace) -> int:
     # Imports that start nothing, but keep `kbfs --help` fast.
     from kbfs.client.api import Credentials
     from kbfs.config import ConfigError
-    from kbfs.credentials import CredentialError, load_secret
+    from kbfs.credentials import CredentialError, load_secret, secret_source
+    from kbfs.mount import preflight
     from kbfs.options import OptionError
 
     try:
         url, options = _resolve_source(args)
+        warnings = preflight(url, options)
     except (OptionError, ConfigError, ValueError) as exc:
         return _fail(str(exc))
     mountpoint = Path(args.mountpoint).expanduser().resolve()
@@ -183,19 +186,22 @@ def cmd_mount(args: argparse.Namespace) -> int:
     except CredentialError as exc:
         return _fail(str(exc))
     credentials = Credentials(secret=secret, username=user)
+    source = secret_source(args.token_file or options.token_file)
     log_file = args.log_file
     if not args.foreground and not log_file:
         from kbfs.mount import state_root
 
         log_file = str(state_root(options) / "kbfs.log")
+    for warning in warnings if log_file else ():  # else the log itself is on the terminal
+        print(f"kbfs: WARNING: {warning}", file=sys.stderr)
     report: Callable[[str | None], None] = lambda error: None  # noqa: E731
     if not args.foreground:
         report = _daemonize()
     _setup_logging(args.log_level or options.log_level, args.verbose, log_file)
-    return _serve(url, mountpoint, options, credentials, report, args.foreground)
+    return _serve(url, mountpoint, options, credentials, report, args.foreground, source)
 
 
-def _serve(url, mountpoint, options, credentials, report, foreground=True) -> int:  # type: ignore[no-untyped-def]
+def _serve(url, mountpoint, options, credentials, report, foreground=True, source=None) -> int:  # type: ignore[no-untyped-def]
     import trio
 
     from kbfs.client.errors import AuthenticationError, KanboardError
@@ -208,7 +214,9 @@ def _serve(url, mountpoint, options, credentials, report, foreground=True) -> in
         ready = True
         report(None)
 
-    request = MountRequest(url, mountpoint, options, credentials)
+    # SIGHUP re-reads the token, but in a terminal's foreground it is the terminal hanging up.
+    hup_reloads = not (foreground and os.isatty(2))
+    request = MountRequest(url, mountpoint, options, credentials, source, hup_reloads)
     try:
         trio.run(run_mount, request, on_ready)
     except AuthenticationError:
@@ -224,9 +232,9 @@ def _serve(url, mountpoint, options, credentials, report, foreground=True) -> in
     if ready:
         log.error("%s", message)
     elif foreground:
-        print(f"kbfs: {message}", file=sys.stderr)
+        print(f"kbfs: {printable(message)}", file=sys.stderr)
     else:
-        report(message)  # the waiting parent prints it: one line, once
+        report(printable(message))  # the waiting parent prints it: one line, once
     return 1
 
 
@@ -266,7 +274,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not found:
         print("no kbfs mounts")
         return 0
-    print("\n\n".join(status.format_found(f) for f in found))
+    for f in found:  # names and errors come from servers and status files: no escapes run
+        f.status, f.problem = printable_tree(f.status), printable_tree(f.problem)
+    print(printable_lines("\n\n".join(status.format_found(f) for f in found)))
     return 0
 
 
@@ -316,7 +326,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
         answer = status.ask_daemon(control, {"op": "clear", "path": "/".join(rel)})
     except status.ControlError as exc:
         return _fail(f"{args.dir}: {exc}")
-    print(f"kbfs: removed {answer.get('removed', 0)} file(s) of {label}")
+    print(f"kbfs: removed {printable(answer.get('removed', 0))} file(s) of {label}")
     return 0
 
 
