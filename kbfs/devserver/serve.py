@@ -560,6 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        # Ctrl-C reaches the whole process group, and `kbfs demo` then sends SIGTERM too:
+        # a second interrupt must not break off the closing of the database.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         server.httpd.server_close()
         server.store.close()
     return 0
