@@ -6,7 +6,9 @@ server with certificates from ``trustme``, a fake proxy that answers everything 
 
 from __future__ import annotations
 
+import datetime
 import io
+import ipaddress
 import json
 import ssl
 import threading
@@ -49,6 +51,13 @@ class _Answer(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
+
+    def do_CONNECT(self) -> None:
+        """A tunnel request (https through a proxy): recorded and refused."""
+        self.server.seen.append((self.requestline, dict(self.headers), b""))
+        self.send_response(502)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -122,6 +131,19 @@ async def test_a_proxy_given_on_purpose_is_used(kb: KanboardServer, small_server
     assert requestline.startswith(f"POST {kb.url} ")  # the absolute form a proxy gets
 
 
+async def test_https_through_a_proxy_is_tunnelled(small_server: _Recording) -> None:
+    """The proxy is asked for a tunnel (CONNECT) and never gets the token."""
+    proxy = f"http://127.0.0.1:{small_server.server_address[1]}"
+    url = "https://kb.example.org/jsonrpc.php"
+    async with KanboardClient(url, Credentials("secret-token"), timeout=10, proxy=proxy) as c:
+        with pytest.raises(TransportError):
+            await c.get_version()
+    assert small_server.seen
+    for requestline, headers, _ in small_server.seen:
+        assert requestline.startswith("CONNECT kb.example.org:443 ")
+        assert not any(k.lower() == "authorization" for k in headers)
+
+
 def test_cleartext_warnings_cover_the_proxy() -> None:
     assert cleartext_warnings("http://127.0.0.1:8080/jsonrpc.php") == []
     assert "kb.example.com is plain http" in cleartext_warnings("http://kb.example.com/x")[0]
@@ -166,6 +188,67 @@ async def test_an_unknown_ca_says_what_to_do(tls: _Recording) -> None:
             await client.get_version()
     message = str(caught.value)
     assert "certificate verify failed" in message and "-o cafile=FILE" in message
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key (no CA), as many servers have."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kanboard.local")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "self-signed.pem", tmp_path / "self-signed.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+async def test_a_self_signed_certificate_says_to_give_it_as_cafile(tmp_path: Path) -> None:
+    cert_file, key_file = self_signed(tmp_path)
+    srv = _Recording(("127.0.0.1", 0), _Answer)
+    srv.seen = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        async with KanboardClient(url_of(srv, "https"), Credentials("secret-token")) as client:
+            with pytest.raises(TransportError) as caught:
+                await client.get_version()
+        assert str(caught.value) == (
+            "getVersion: certificate verify failed: self-signed certificate;"
+            " give the CA with -o cafile=FILE"
+        )
+        async with KanboardClient(
+            url_of(srv, "https"), Credentials("secret-token"), verify=str(cert_file)
+        ) as client:
+            assert await client.get_version() == "from-the-small-server"
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 async def test_cafile_is_trusted(tls: _Recording, ca: trustme.CA, tmp_path: Path) -> None:
