@@ -236,7 +236,9 @@ async def _on_signals(vfs: Vfs, client: KanboardClient, hup_reloads: bool) -> No
         async for signum in signals:
             if signum == signal.SIGHUP and hup_reloads:
                 changed = client.reload_secret()
-                log.info("SIGHUP: token re-read; %s", "changed" if changed else "unchanged")
+                # Unchanged is worth a warning: whoever sent it expected a new token.
+                level = logging.INFO if changed else logging.WARNING
+                log.log(level, "SIGHUP: token re-read; %s", "changed" if changed else "unchanged")
                 continue
             log.info(
                 "%s: finishing uploads in flight, then unmounting", signal.Signals(signum).name

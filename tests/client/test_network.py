@@ -323,7 +323,7 @@ async def test_a_401_rereads_the_token_once_and_retries(kb: KanboardServer, tmp_
         # An upload's body is sent again from the start of its source.
         kb.rotate_token()
         _token_file(token_file, kb.token)
-        data = b"uploaded after a rotation\n" * 100
+        data = b"uploaded after a rotation\n" * 10_000  # past what a refused request gets read
         fid = await client.create_file(Container(pid, tid), "r.txt", io.BytesIO(data), len(data))
         assert kb.download_task_file(fid) == data
         # A download likewise.
