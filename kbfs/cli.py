@@ -24,6 +24,7 @@ from kbfs.helperargv import run_helper
 from kbfs.helperinstall import HELPER_COMMANDS
 from kbfs.helperinstall import add_commands as add_helper_commands
 from kbfs.logsetup import setup_logging, stderr_is_journal
+from kbfs.safetext import printable, printable_lines, printable_tree
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -82,7 +83,7 @@ EXAMPLES_UMOUNT = """examples:
 
 
 def _fail(message: str) -> int:
-    print(f"kbfs: {message}", file=sys.stderr)
+    print(f"kbfs: {printable(message)}", file=sys.stderr)
     return 1
 
 
@@ -140,13 +141,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
     # Imports that start nothing, but keep `kbfs --help` fast.
     from kbfs.client.api import Credentials
     from kbfs.config import ConfigError
-    from kbfs.credentials import CredentialError, harden_process, load_secret
-    from kbfs.mount import check_dirs, state_root
+    from kbfs.credentials import CredentialError, harden_process, load_secret, secret_source
+    from kbfs.mount import check_dirs, preflight, state_root
     from kbfs.options import OptionError
     from kbfs.storage.private import DirectoryError, open_log
 
     try:
         url, options = _resolve_source(args)
+        warnings = preflight(url, options)
     except (OptionError, ConfigError, ValueError) as exc:
         return _fail(str(exc))
     mountpoint = Path(args.mountpoint).expanduser().resolve()
@@ -156,6 +158,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return _fail(f"{mountpoint} is already a mount point")
     user = args.user or options.user or "jsonrpc"
     harden_process()  # no core dump once the secret is in memory
+    source = secret_source(args.token_file or options.token_file)  # before KBFS_TOKEN goes
     try:
         secret = load_secret(args.token_file or options.token_file)
     except CredentialError as exc:
@@ -171,14 +174,16 @@ def cmd_mount(args: argparse.Namespace) -> int:
             open_log(Path(log_file)).close()
     except DirectoryError as exc:
         return _fail(str(exc))
+    for warning in warnings if log_file or journal else ():  # else the log is on the terminal
+        print(f"kbfs: WARNING: {warning}", file=sys.stderr)
     report: Callable[[str | None], None] = lambda error: None  # noqa: E731
     if not args.foreground:
         report = _daemonize(keep_stderr=journal)
     setup_logging(args.log_level or options.log_level, args.verbose, log_file)
-    return _serve(url, mountpoint, options, credentials, report, args.foreground)
+    return _serve(url, mountpoint, options, credentials, report, args.foreground, source)
 
 
-def _serve(url, mountpoint, options, credentials, report, foreground=True) -> int:  # type: ignore[no-untyped-def]
+def _serve(url, mountpoint, options, credentials, report, foreground=True, source=None) -> int:  # type: ignore[no-untyped-def]
     import trio
 
     from kbfs.client.errors import AuthenticationError, KanboardError
@@ -192,7 +197,9 @@ def _serve(url, mountpoint, options, credentials, report, foreground=True) -> in
         ready = True
         report(None)
 
-    request = MountRequest(url, mountpoint, options, credentials)
+    # SIGHUP re-reads the token, but in a terminal's foreground it is the terminal hanging up.
+    hup_reloads = not (foreground and os.isatty(2))
+    request = MountRequest(url, mountpoint, options, credentials, source, hup_reloads)
     try:
         trio.run(run_mount, request, on_ready)
     except AuthenticationError:
@@ -210,9 +217,9 @@ def _serve(url, mountpoint, options, credentials, report, foreground=True) -> in
     if ready:
         log.error("%s", message)
     elif foreground:
-        print(f"kbfs: {message}", file=sys.stderr)
+        print(f"kbfs: {printable(message)}", file=sys.stderr)
     else:
-        report(message)  # the waiting parent prints it: one line, once
+        report(printable(message))  # the waiting parent prints it: one line, once
     return 1
 
 
@@ -248,7 +255,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not found:
         print("no kbfs mounts")
         return 0
-    print("\n\n".join(status.format_found(f) for f in found))
+    for f in found:  # names and errors come from servers and status files: no escapes run
+        f.status, f.problem = printable_tree(f.status), printable_tree(f.problem)
+    print(printable_lines("\n\n".join(status.format_found(f) for f in found)))
     return 0
 
 
@@ -298,7 +307,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
         answer = status.ask_daemon(control, {"op": "clear", "path": "/".join(rel)}, owner=entry.uid)
     except status.ControlError as exc:
         return _fail(f"{args.dir}: {exc}")
-    print(f"kbfs: removed {answer.get('removed', 0)} file(s) of {label}")
+    print(f"kbfs: removed {printable(answer.get('removed', 0))} file(s) of {label}")
     return 0
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import resource
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 SYSTEMD_CREDENTIAL = "kbfs-token"
@@ -119,3 +121,24 @@ def _forget_env_token() -> None:
                 ctypes.memset(environ[i] + len(prefix), 0, len(entry) - len(prefix))
             i += 1
     os.environ.pop("KBFS_TOKEN", None)
+
+
+def secret_source(
+    token_file: str | None, env: dict[str, str] | None = None
+) -> Callable[[], str] | None:
+    """A function that reads the secret again from where :func:`load_secret` found it, with the
+    same checks (a rotated token is picked up without a remount); None for ``$KBFS_TOKEN``,
+    which a running process cannot see change."""
+    env = dict(os.environ) if env is None else env
+    if token_file:
+        return functools.partial(read_secret_file, token_file)
+    if env.get("KBFS_TOKEN_FILE"):
+        return functools.partial(read_secret_file, env["KBFS_TOKEN_FILE"])
+    if env.get("KBFS_TOKEN"):
+        return None
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / SYSTEMD_CREDENTIAL).exists():
+        return functools.partial(
+            read_secret_file, Path(creds) / SYSTEMD_CREDENTIAL, check_mode=False
+        )
+    return None

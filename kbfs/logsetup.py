@@ -20,6 +20,8 @@ import sys
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from kbfs.safetext import SafeFormatter
+
 LOG_MAX_BYTES = 5 << 20
 LOG_BACKUPS = 3
 
@@ -61,13 +63,14 @@ def setup_logging(
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         handler = PrivateRotatingFileHandler(log_file, maxBytes=max_bytes, backupCount=backups)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("kbfs: %(levelname)s: %(message)s"))
+        handler.setFormatter(SafeFormatter("kbfs: %(levelname)s: %(message)s"))
     root = logging.getLogger()
     for old in root.handlers:
-        old.close()
+        if isinstance(old, PrivateRotatingFileHandler):  # ours; others (pytest's) are not
+            old.close()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, name, logging.INFO))
     # httpx logs every request at INFO; that is our DEBUG.

@@ -46,6 +46,10 @@ OPTION_DOCS: dict[str, tuple[str, str]] = {
     "user": ("user=NAME", "the same as --user"),
     "log_level": ("log_level=LEVEL", "DEBUG, INFO, WARNING (the default) or ERROR"),
     "cafile": ("cafile=FILE", "CA bundle for a server with a private certificate"),
+    "proxy": (
+        "proxy=URL",
+        "an HTTP(S) proxy to use on purpose; proxy variables in the environment are ignored",
+    ),
     "local_names": (
         "local_names=PAT:PAT",
         "shell patterns of names that stay in the mount and never reach Kanboard"

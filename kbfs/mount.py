@@ -1,9 +1,11 @@
 """The mount's lifecycle: check the server, build the layers, serve, stop cleanly.
 
 This is the composition root for a mount and holds its one nursery: every long-lived task of
-the mount runs in it, so one stop ends them all. Stopping (SIGTERM, SIGINT, SIGHUP) first waits
-a bounded time for uploads in flight, then ends the FUSE loop and unmounts; an external
-``fusermount3 -u`` or ``umount`` ends the loop by itself.
+the mount runs in it, so one stop ends them all. Stopping (SIGTERM, SIGINT) first waits a
+bounded time for uploads in flight, then ends the FUSE loop and unmounts; an external
+``fusermount3 -u`` or ``umount`` ends the loop by itself. SIGHUP re-reads the token file (a
+rotated token), except for a mount in a terminal's foreground, where it means the terminal
+hung up and stops the mount like SIGTERM.
 
 Besides the FUSE loop the nursery runs the status publisher (``kbfs.control.publisher``: the
 JSON snapshot that ``kbfs status`` reads and the control socket ``kbfs clear`` talks to),
@@ -15,11 +17,9 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import ipaddress
 import logging
 import os
 import signal
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ import trio
 
 from kbfs import sdnotify
 from kbfs.client.api import Credentials, KanboardClient
+from kbfs.client.endpoint import cleartext_warnings, normalise_endpoint, ssl_context
 from kbfs.control.publisher import StatusPublisher
 from kbfs.fs import Operations, error_counts
 from kbfs.namespace.names import DEFAULT_LOCAL_NAMES
@@ -50,6 +51,11 @@ class MountRequest:
     mountpoint: Path
     options: MountOptions
     credentials: Credentials
+    # Reads the secret again from where it came from (None: from the environment, which
+    # cannot change); raises with a message saying why it could not.
+    secret_source: Callable[[], str] | None = None
+    # SIGHUP re-reads the secret; False for a mount in a terminal's foreground (a hang-up).
+    hup_reloads: bool = True
 
 
 def server_key(endpoint: str, username: str) -> str:
@@ -134,20 +140,32 @@ async def _tune_read_ahead(mountpoint: Path) -> None:
     raise_read_ahead(mountpoint)
 
 
-def warn_if_cleartext(endpoint: str) -> None:
-    """Plain http sends the token in every request: fine on loopback, a leak anywhere else."""
-    parts = urllib.parse.urlsplit(endpoint)
-    if parts.scheme != "http":
-        return
-    host = parts.hostname or ""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        log.warning(
-            "%s is plain http: the API token crosses the network unencrypted; use https", host
-        )
+def preflight(url: str, options: MountOptions) -> list[str]:
+    """Checks of the network settings made while a terminal still shows what they say.
+
+    Raises ValueError (one line) for a URL or ``cafile`` that cannot work; returns the
+    clear-text warnings (:func:`cleartext_warnings`), which the mount logs again.
+    """
+    endpoint = normalise_endpoint(url)
+    if options.cafile:
+        ssl_context(options.cafile)
+    return cleartext_warnings(endpoint, options.proxy)
+
+
+def _secret_source(request: MountRequest) -> Callable[[], str | None] | None:
+    """The request's secret source, with a failure logged (the old secret stays in use)."""
+    read = request.secret_source
+    if read is None:
+        return None
+
+    def source() -> str | None:
+        try:
+            return read()
+        except Exception as exc:
+            log.warning("cannot re-read the token: %s; still using the old one", exc)
+            return None
+
+    return source
 
 
 async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None:
@@ -163,8 +181,11 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
         request.credentials,
         timeout=options.timeout,
         verify=options.cafile or True,
+        proxy=options.proxy,
+        secret_source=_secret_source(request),
     )
-    warn_if_cleartext(client.endpoint)
+    for warning in cleartext_warnings(client.endpoint, options.proxy):
+        log.warning("%s", warning)
     async with client:
         user_id = await check_server(client, request.credentials)
         key = server_key(client.endpoint, request.credentials.username)
@@ -201,7 +222,7 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
         log.info("mounted %s at %s", client.endpoint, request.mountpoint)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_stop_on_signal, vfs)
+                nursery.start_soon(_on_signals, vfs, client, request.hup_reloads)
                 await nursery.start(content.run)
                 await nursery.start(vfs.run)
                 nursery.start_soon(_tune_read_ahead, request.mountpoint)
@@ -224,9 +245,15 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
             log.info("unmounted %s", request.mountpoint)
 
 
-async def _stop_on_signal(vfs: Vfs) -> None:
+async def _on_signals(vfs: Vfs, client: KanboardClient, hup_reloads: bool) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP and hup_reloads:
+                changed = client.reload_secret()
+                # Unchanged is worth a warning: whoever sent it expected a new token.
+                level = logging.INFO if changed else logging.WARNING
+                log.log(level, "SIGHUP: token re-read; %s", "changed" if changed else "unchanged")
+                continue
             log.info(
                 "%s: finishing uploads in flight, then unmounting", signal.Signals(signum).name
             )

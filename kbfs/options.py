@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 
 IGNORED = frozenset(
@@ -73,6 +74,8 @@ class MountOptions:
     user: str | None = None
     log_level: str | None = None
     cafile: str | None = None
+    # An HTTP proxy chosen on purpose; HTTP_PROXY and the like in the environment are ignored.
+    proxy: str | None = None
     # Name patterns (fnmatch) of files that stay in the mount and never reach Kanboard: None
     # means kbfs's defaults (editor swap files, lock files, ...); local_names_add extends them.
     local_names: tuple[str, ...] | None = None
@@ -94,7 +97,7 @@ VALUED = frozenset(
     _INT
     | _FLOAT
     | _STR
-    | {"umask", "cache_size", "max_file_size", "local_names", "local_names_add"}
+    | {"umask", "cache_size", "max_file_size", "local_names", "local_names_add", "proxy"}
 )
 
 
@@ -147,6 +150,11 @@ def parse_options(specs: list[str], base: MountOptions | None = None) -> MountOp
                     if number < 0:
                         raise ValueError(value)
                     values[key] = number
+                elif key == "proxy":
+                    parts = urllib.parse.urlsplit(value)
+                    if parts.scheme not in ("http", "https") or not parts.hostname:
+                        raise ValueError(value)
+                    values[key] = value
                 elif key == "log_level":
                     if value.upper() not in LOG_LEVELS:
                         raise ValueError(value)

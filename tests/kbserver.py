@@ -41,6 +41,7 @@ class KanboardServer:
         self.token = ""
         self.token_file = Path()
         self.data_dir = Path()
+        self.passwords: dict[str, str] = {}  # of the users the server created, as it printed them
         self._http: httpx.Client | None = None
         self._next_id = 0
 
@@ -75,6 +76,10 @@ class KanboardServer:
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # blocks until the server prints or dies
+        while line.startswith("kbfs devserver: user "):
+            *_, user, _, password = line.split()
+            self.passwords[user] = password
+            line = self.proc.stdout.readline()
         prefix = "kbfs devserver listening on "
         if not line.startswith(prefix):
             self.stop()
@@ -232,6 +237,11 @@ class KanboardServer:
     def clear_faults(self) -> None:
         """Drop all pending faults."""
         self._control("clear-faults", {})
+
+    def rotate_token(self, token: str | None = None) -> str:
+        """Replace the app token (a new random one if None); later helper calls use the new one."""
+        self.token = str(self._control("rotate-token", {"token": token})["token"])
+        return self.token
 
     def config(self, **knobs: Any) -> dict[str, Any]:
         """Change run-time knobs (``latency``, ``max_body``, ``bandwidth``, ``send_buffer``);

@@ -17,7 +17,11 @@ Parameters of :class:`KanboardClient`:
   whole by ``trio.fail_after`` (transfers get extra time in proportion to their size).
 * ``retries`` - extra attempts for idempotent calls (get*, download*, batches of those) on
   transport or server errors; create*/remove* are never re-sent.
-* ``verify`` - TLS verification: True, False or a CA bundle file/directory.
+* ``verify`` - TLS verification: True (the system's CA store), False or a CA bundle
+  file/directory.
+* ``proxy`` - an HTTP proxy URL; proxy variables of the environment are ignored.
+* ``secret_source`` - re-reads the secret (a rotated token): asked after a 401, which the call
+  then retries once with the new secret, and by :meth:`KanboardClient.reload_secret`.
 * ``transport`` - an httpx transport (``httpx.MockTransport`` in tests).
 
 What each method raises beyond the common failures (TransportError, RequestTimeout,
@@ -34,6 +38,7 @@ from typing import Any, BinaryIO
 
 import trio
 
+from kbfs.client.auth import SecretSource
 from kbfs.client.endpoint import normalise_endpoint
 from kbfs.client.errors import (
     KanboardError,
@@ -138,6 +143,8 @@ class KanboardClient:
         retries: int = 3,
         verify: bool | str = True,
         transport: Any = None,
+        proxy: str | None = None,
+        secret_source: SecretSource | None = None,
     ) -> None:
         self._credentials = credentials
         self._rpc = RpcTransport(
@@ -148,6 +155,8 @@ class KanboardClient:
             retries=retries,
             verify=verify,
             transport=transport,
+            proxy=proxy,
+            secret_source=secret_source,
         )
 
     def __repr__(self) -> str:
@@ -170,6 +179,10 @@ class KanboardClient:
     @property
     def credentials(self) -> Credentials:
         return self._credentials
+
+    def reload_secret(self) -> bool:
+        """Read the secret again from ``secret_source`` (SIGHUP); whether it changed."""
+        return self._rpc.reload_secret()
 
     def statistics(self) -> ClientStats:
         return ClientStats(http_requests=self._rpc.http_requests, calls=self._rpc.call_counts())

@@ -23,8 +23,9 @@ from typing import Any, BinaryIO, TypeVar
 import httpx
 import trio
 
+from kbfs.client.auth import RotatingBasicAuth, SecretSource
 from kbfs.client.b64stream import Base64FormatError
-from kbfs.client.endpoint import ssl_context
+from kbfs.client.endpoint import ssl_context, tls_failure
 from kbfs.client.errors import (
     AuthenticationError,
     KanboardError,
@@ -85,11 +86,14 @@ class RpcTransport:
         retries: int,
         verify: bool | str,
         transport: httpx.AsyncBaseTransport | None,
+        proxy: str | None = None,
+        secret_source: SecretSource | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self.retries = max(0, retries)
         self._redact = Redactor(secret)
+        self._auth = RotatingBasicAuth(username, secret, secret_source)
         self._ids = itertools.count(1)
         self._http_requests = 0
         self._calls: Counter[str] = Counter()
@@ -98,14 +102,20 @@ class RpcTransport:
             kwargs["transport"] = transport
         else:
             kwargs["verify"] = ssl_context(verify)
+            kwargs["proxy"] = proxy
             kwargs["limits"] = httpx.Limits(
                 max_connections=16, max_keepalive_connections=8, keepalive_expiry=30.0
             )
+        # trust_env=False: HTTP(S)_PROXY/ALL_PROXY from the environment would send the token
+        # through a proxy nobody chose for kbfs (in clear for an http URL, even a loopback one),
+        # and .netrc could replace the credentials; a proxy is used only when given. The CA
+        # store does not depend on it: ssl_context() reads the system's (SSL_CERT_FILE too).
         self._client = httpx.AsyncClient(
-            auth=httpx.BasicAuth(username, secret),
+            auth=self._auth,
             timeout=httpx.Timeout(timeout),
             headers={"User-Agent": "kbfs/0.1"},
             follow_redirects=False,
+            trust_env=False,
             **kwargs,
         )
 
@@ -136,6 +146,9 @@ class RpcTransport:
     def _map_httpx(self, exc: httpx.HTTPError, label: str) -> KanboardError:
         """The most specific client error for an httpx failure (cf. map_httpcore_exceptions)."""
         detail = self._redact(str(exc) or type(exc).__name__)
+        tls = tls_failure(exc)
+        if tls is not None:
+            return TransportError(tls, method=label)
         if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
             return RequestTimeout(f"timed out connecting: {detail}", method=label)
         if isinstance(exc, httpx.TimeoutException):
@@ -234,6 +247,31 @@ class RpcTransport:
             parts.append(chunk)
         return b"".join(parts)
 
+    async def _reauthenticating(
+        self, label: str, send: Callable[[], Awaitable[T]], rewind: Callable[[], bool] | None = None
+    ) -> T:
+        """``send()``; after a 401, once more if the secret's source now holds another one.
+
+        Kanboard refuses credentials before it runs anything, so even a create is safe to send
+        again; ``rewind`` prepares a body that was already consumed (False: it cannot be).
+        """
+        used = self._auth.secret
+        try:
+            return await send()
+        except AuthenticationError:
+            if not self._auth.refresh(used) or (rewind is not None and not rewind()):
+                raise
+            self._redact.add(self._auth.secret)
+            log.info("%s: credentials refused; retrying with the re-read token", label)
+            return await send()
+
+    def reload_secret(self) -> bool:
+        """Read the secret's source again (SIGHUP); whether it changed."""
+        changed = self._auth.refresh(self._auth.secret)
+        if changed:
+            self._redact.add(self._auth.secret)
+        return changed
+
     async def _with_retries(
         self,
         label: str,
@@ -313,7 +351,9 @@ class RpcTransport:
             )
             return self.unwrap(method, self._parse_json(method, data), rid)
 
-        return await self._with_retries(method, is_idempotent(method), attempt)
+        return await self._reauthenticating(
+            method, lambda: self._with_retries(method, is_idempotent(method), attempt)
+        )
 
     async def batch(self, calls: Sequence[tuple[str, Params]]) -> list[Any | Exception]:
         """One HTTP request carrying many calls; per-call results or exception instances.
@@ -367,7 +407,9 @@ class RpcTransport:
                     results.append(exc)
             return results
 
-        return await self._with_retries(label, idempotent, attempt)
+        return await self._reauthenticating(
+            label, lambda: self._with_retries(label, idempotent, attempt)
+        )
 
     # ---------------------------------------------------------------------------- transfers
 
@@ -408,7 +450,11 @@ class RpcTransport:
                 )
             return total
 
-        return await self._with_retries(method, True, attempt, before_retry=writer.rewind)
+        return await self._reauthenticating(
+            method,
+            lambda: self._with_retries(method, True, attempt, before_retry=writer.rewind),
+            writer.rewind,
+        )
 
     async def _download_attempt(
         self, method: str, body: bytes, rid: int, writer: SinkWriter, scope: trio.CancelScope
@@ -536,14 +582,24 @@ class RpcTransport:
         """
         if size < 0:
             raise ValueError("size must be >= 0")
-        rid = next(self._ids)
-        self._calls[method] += 1
-        length, body = upload_body(method, params, rid, source, size)
-        headers = {**JSON_HEADERS, "Content-Length": str(length)}
-        try:
+        start = source.tell() if getattr(source, "seekable", lambda: False)() else None
+
+        async def send() -> Any:
+            rid = next(self._ids)
+            self._calls[method] += 1
+            length, body = upload_body(method, params, rid, source, size)
+            headers = {**JSON_HEADERS, "Content-Length": str(length)}
             data = await self._exchange(
                 method, body, headers=headers, deadline=self._hard_deadline(length), request_id=rid
             )
             return self.unwrap(method, self._parse_json(method, data), rid)
+
+        def rewind() -> bool:
+            if start is not None:
+                source.seek(start)
+            return start is not None
+
+        try:
+            return await self._reauthenticating(method, send, rewind)
         except ServerError as exc:
             raise too_large_hint(exc, size) from exc.__cause__

@@ -114,9 +114,15 @@ class Redactor:
     """Removes the secret from any text that could reach a message (defence in depth)."""
 
     def __init__(self, secret: str) -> None:
-        self._secret = secret
+        self._secrets = [secret] if secret else []
+
+    def add(self, secret: str) -> None:
+        """Also remove ``secret`` (a re-read token); the old ones stay removed too."""
+        if secret and secret not in self._secrets:
+            self._secrets.append(secret)
 
     def __call__(self, text: str) -> str:
-        if self._secret and self._secret in text:
-            text = text.replace(self._secret, "***")
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
         return text

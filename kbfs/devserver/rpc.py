@@ -288,6 +288,18 @@ class Dispatcher:
             return None
         return _result_bytes(result, ident)
 
+    def credentials_ok(self, auth_header: str | None) -> bool:
+        """Whether the header's credentials would be accepted now; changes nothing (no failed
+        login is counted), so the HTTP layer may ask before it reads a body."""
+        username, password = parse_basic_auth(auth_header)
+        if username is None or password is None:
+            return False
+        if username == "jsonrpc":
+            return hmac.compare_digest(
+                password.encode("utf-8", "surrogateescape"), self.token.encode()
+            )
+        return self.store.check_credentials(username, password)
+
     def _authenticate(self, request: _Request) -> Call:
         """AuthenticationMiddleware, run for every call like Kanboard does."""
         username, password = request.username, request.password

@@ -3,11 +3,15 @@
 Three projects with open and closed tasks, text/markdown files and real PNG images as task and
 project attachments.  It deliberately includes a few things a client must cope with: two attachments
 with the same name on one task, every file with a named uploader, and a closed task with files.
-Users: ``alice`` / ``alice-password`` (project-member of the first two projects) and ``bob`` /
-``bob-password`` (project-viewer of the first); ``admin`` / ``admin`` exists as in a fresh Kanboard.
+Users: ``alice`` (project-member of the first two projects) and ``bob`` (project-viewer of the
+first), besides the ``admin`` every new store has. Their passwords are random, returned by
+:func:`seed_sample_data` for the server to print: anyone on the machine can reach the port, so a
+fixed password would open the demo server to every local user.
 """
 
 from __future__ import annotations
+
+import secrets
 
 from kbfs.devserver.images import make_png
 from kbfs.devserver.store import Store
@@ -29,10 +33,14 @@ Q3  launch, measure, iterate
 """
 
 
-def seed_sample_data(store: Store) -> None:
-    """Fill an empty store; ids come out as 1, 2, 3... because the store is new."""
-    alice = store.create_user("alice", "alice-password", "Alice Martin", "alice@example.com")
-    bob = store.create_user("bob", "bob-password", "Bob Viewer", None)
+def seed_sample_data(store: Store) -> dict[str, str]:
+    """Fill an empty store; ids come out as 1, 2, 3... because the store is new.
+
+    Returns the passwords of the users it created, by name.
+    """
+    passwords = {name: secrets.token_urlsafe(12) for name in ("alice", "bob")}
+    alice = store.create_user("alice", passwords["alice"], "Alice Martin", "alice@example.com")
+    bob = store.create_user("bob", passwords["bob"], "Bob Viewer", None)
     assert alice is not None and bob is not None
 
     web = store.create_project("Website Redesign", "New public website", 0, "WEB")
@@ -89,3 +97,4 @@ def seed_sample_data(store: Store) -> None:
     store.upload("project", web, "logo.png", make_png(64, 64, (200, 40, 40), 8), alice)
     store.upload("project", app, "roadmap.txt", text(_ROADMAP), alice)
     store.upload("project", archive, "summary.md", text("# 2024\n\nAll done.\n"), admin)
+    return passwords

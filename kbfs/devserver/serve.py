@@ -3,7 +3,14 @@
 It imitates the transport quirks of PHP's built-in web server that a client must cope with
 (kanboard-api §0, §1, §9): ``Connection: close`` on every answer unless ``--keep-alive`` (nginx +
 php-fpm style), no ``100 Continue``, any HTTP method, Content-Type ignored, and HTTP 500 with an
-empty body for request bodies past the memory limit (``--max-body``).
+empty body for request bodies past the memory limit (``--max-body``, DEFAULT_MAX_BODY unless
+set).
+
+Unlike PHP it looks at the credentials before it reads a body: any local user can reach a
+loopback port, and a body is read into memory. A request whose credentials are refused gets at
+most UNAUTHENTICATED_BODY bytes read (enough for Kanboard's order of answers, where a parse
+error comes before authentication); past that it is answered 401 and the connection closed
+without reading the rest.
 """
 
 from __future__ import annotations
@@ -39,12 +46,17 @@ __all__ = ["TOKEN_PREFIX", "DevServer", "main", "start_server"]
 #: Recognisable prefix of generated app tokens (like ``sthree-``), so a leaked one is obvious.
 TOKEN_PREFIX = "kbdev-"
 _CHUNK = 1 << 20
+#: Largest request body read by default: room for the 256 MiB file (341 MiB in base64) of the
+#: benchmark's round trip, a bound on the memory one request can take.
+DEFAULT_MAX_BODY = 512 << 20
+#: Largest body read from a request whose credentials are refused.
+UNAUTHENTICATED_BODY = 64 << 10
 
 
 @dataclass
 class _Config:
     latency: float = 0.0
-    max_body: int | None = None
+    max_body: int | None = DEFAULT_MAX_BODY
     keep_alive: bool = False
     verbose: bool = False
     bandwidth: int | None = None  # bytes per second for response bodies (tests of streaming)
@@ -90,10 +102,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._drain(None)
             self._send(404, {"Content-Type": "text/plain"}, b"Not Found\n")
 
-    def _drain(self, limit: int | None) -> bytes:
+    def _drain(self, limit: int | None, excess: bool = True) -> bytes:
         """Read the whole request body (Content-Length or chunked); raise _TooLarge past limit.
 
-        The body is always consumed, so the client never sees a reset while still sending.
+        With ``excess`` the body is always consumed, so the client never sees a reset while
+        still sending; without it, reading stops at ``limit`` (the connection must be closed).
         """
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             parts: list[bytes] = []
@@ -109,6 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile.readline(65537)
                 total += len(chunk)
                 if limit is not None and total > limit:
+                    if not excess:
+                        raise _TooLarge
                     too_large = True
                     parts.clear()
                 elif not too_large:
@@ -118,6 +133,8 @@ class _Handler(BaseHTTPRequestHandler):
             return b"".join(parts)
         length = int(self.headers.get("Content-Length") or 0)
         if limit is not None and length > limit:
+            if not excess:
+                raise _TooLarge
             remaining = length
             while remaining > 0:
                 got = self.rfile.read(min(_CHUNK, remaining))
@@ -144,7 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
-        if not keep_alive:
+        if not keep_alive or self.close_connection:
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
@@ -192,14 +209,40 @@ class _Handler(BaseHTTPRequestHandler):
         dev = self.server.devserver
         dev.stats.count_request()
         config = dev.config
-        try:
-            body = self._drain(config.max_body)
-        except _TooLarge:
-            # PHP dies reading php://input past memory_limit: HTTP 500, empty body.
-            if config.latency:
-                time.sleep(config.latency)
-            self._send(500, {"Content-Type": "text/html; charset=UTF-8"}, b"")
-            return
+        if not dev.dispatcher.credentials_ok(self.headers.get("Authorization")):
+            try:
+                body = self._drain(UNAUTHENTICATED_BODY, excess=False)
+            except _TooLarge:
+                self._refuse(b'{"jsonrpc":"2.0","error":{"code":401,"message":"Unauthorized"}}')
+                return
+        else:
+            try:
+                body = self._drain(config.max_body)
+            except _TooLarge:
+                # PHP dies reading php://input past memory_limit: HTTP 500, empty body.
+                if config.latency:
+                    time.sleep(config.latency)
+                self._send(500, {"Content-Type": "text/html; charset=UTF-8"}, b"")
+                return
+        self._answer(body)
+
+    def _refuse(self, body: bytes) -> None:
+        """401 before the body is read, and the connection closed: its rest is never read."""
+        self.close_connection = True
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("WWW-Authenticate", 'Basic realm="JsonRPC"')
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(body)
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+
+    def _answer(self, body: bytes) -> None:
+        dev = self.server.devserver
+        config = dev.config
         reply = dev.dispatcher.handle(body, self.headers.get("Authorization"))
         if config.latency:
             time.sleep(config.latency)
@@ -214,17 +257,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _control(self, action: str) -> None:
         dev = self.server.devserver
-        try:
-            raw = self._drain(16 << 20)
-        except _TooLarge:
-            self._json(413, {"error": "body too large"})
-            return
         if not dev.control_auth_ok(self.headers.get("Authorization")):
+            self.close_connection = True  # the body is not read
             self._json(
                 401,
                 {"error": "Unauthorized: use HTTP Basic with user jsonrpc and the app token"},
                 {"WWW-Authenticate": 'Basic realm="kbfs devserver"'},
             )
+            return
+        try:
+            raw = self._drain(16 << 20)
+        except _TooLarge:
+            self._json(413, {"error": "body too large"})
             return
         try:
             data = json.loads(raw) if raw.strip() else {}
@@ -262,14 +306,17 @@ class DevServer:
         host: str = "127.0.0.1",
         port: int = 0,
         latency: float = 0.0,
-        max_body: int | None = None,
+        max_body: int | None = DEFAULT_MAX_BODY,
         keep_alive: bool = False,
         sample_data: bool = False,
         verbose: bool = False,
     ) -> None:
         self.store = Store(data_dir)
+        #: Passwords of the users created by this start (shown once, at start); empty when
+        #: the data directory already had its users.
+        self.passwords = dict(self.store.new_passwords)
         if sample_data and self.store.is_new:
-            seed_sample_data(self.store)
+            self.passwords.update(seed_sample_data(self.store))
         self.token = token
         self.faults = FaultPlan()
         self.stats = Stats()
@@ -330,6 +377,12 @@ class DevServer:
                 int(data.get("seed", 0)),
             )
             return {"ok": True}
+        if action == "rotate-token":
+            # An administrator replacing the app token (Settings > API > reset): the old one
+            # is refused from the next request on.
+            token = str(data.get("token") or TOKEN_PREFIX + secrets.token_hex(20))
+            self.token = self.dispatcher.token = token
+            return {"ok": True, "token": token}
         if action == "seed-files":
             # Test set-up only: many attachments at once (see Store.seed_files).
             kind: FileKind = "task" if data.get("task_id") is not None else "project"
@@ -409,7 +462,7 @@ def start_server(
     port: int = 0,
     sample_data: bool = False,
     latency: float = 0.0,
-    max_body: int | None = None,
+    max_body: int | None = DEFAULT_MAX_BODY,
     keep_alive: bool = False,
 ) -> DevServer:
     """Start a devserver in-process on a background thread (for tests and benchmarks)."""
@@ -470,7 +523,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sample-data",
         action="store_true",
-        help="seed sample projects, tasks and attachments into a new data dir",
+        help="seed sample projects, tasks and attachments into a new data dir (users' random"
+        " passwords are printed at start)",
     )
     parser.add_argument(
         "--latency",
@@ -482,9 +536,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-body",
         type=int,
-        default=None,
+        default=DEFAULT_MAX_BODY,
         metavar="BYTES",
-        help="request bodies larger than this get HTTP 500 (PHP memory_limit)",
+        help="request bodies larger than this get HTTP 500 (PHP memory_limit; default"
+        f" {DEFAULT_MAX_BODY >> 20} MiB; 0: no bound)",
     )
     parser.add_argument(
         "--keep-alive",
@@ -513,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
             host=host,
             port=port,
             latency=args.latency,
-            max_body=args.max_body,
+            max_body=args.max_body or None,
             keep_alive=args.keep_alive,
             sample_data=args.sample_data,
             verbose=args.verbose,
@@ -526,12 +581,18 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(f"{server.port}\n")
         os.replace(tmp, args.port_file)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    for user, password in server.passwords.items():
+        print(f"kbfs devserver: user {user} password {password}")
     print(f"kbfs devserver listening on {server.url}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        # Ctrl-C reaches the whole process group, and `kbfs demo` then sends SIGTERM too:
+        # a second interrupt must not break off the closing of the database.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         server.httpd.server_close()
         server.store.close()
     return 0

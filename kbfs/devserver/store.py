@@ -10,7 +10,9 @@ a friendlier fake would hide client bugs.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable
@@ -44,7 +46,16 @@ def _verify_password(stored: str | None, password: str) -> bool:
     if not stored or not stored.startswith("sha256$"):
         return False
     _, salt, _ = stored.split("$", 2)
-    return hash_password(password, salt) == stored
+    return hmac.compare_digest(hash_password(password, salt).encode(), stored.encode())
+
+
+def _accepted(row: sqlite3.Row, password: str) -> bool:
+    """The password or the personal API token matches, compared in constant time."""
+    token = row["api_access_token"]
+    token_ok = bool(token) and hmac.compare_digest(
+        str(token).encode(), password.encode("utf-8", "surrogatepass")
+    )
+    return _verify_password(row["password"], password) or token_ok
 
 
 def _user_dict(row: sqlite3.Row) -> dict[str, Any]:
@@ -57,11 +68,21 @@ def _user_dict(row: sqlite3.Row) -> dict[str, Any]:
 class Store(AttachmentStore):
     """The Kanboard data model over one data directory; thread-safe like its database."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        clock: Callable[[], float] = time.time,
+        admin_password: str | None = None,
+    ):
         super().__init__(data_dir, clock)
+        #: Passwords of the users this store created itself (to show them once).
+        self.new_passwords: dict[str, str] = {}
         if self._db.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0:
-            # Kanboard's installer creates admin/admin as the first app-admin.
-            self.create_user("admin", "admin", None, None, "app-admin")
+            # Kanboard's installer creates admin/admin as the first app-admin; here the password
+            # is random unless given, as any local user can reach a loopback port.
+            password = admin_password or secrets.token_urlsafe(12)
+            self.create_user("admin", password, None, None, "app-admin")
+            self.new_passwords["admin"] = password
 
     # -- users --------------------------------------------------------------------------------
 
@@ -105,6 +126,19 @@ class Store(AttachmentStore):
         with self._tx() as db:
             db.execute(f"UPDATE users SET {cols} WHERE id = ?", (*fields.values(), user_id))
 
+    def check_credentials(self, username: str, password: str) -> bool:
+        """Whether :meth:`authenticate` would accept these now, without counting a failure."""
+        row = self._one(
+            "SELECT password, api_access_token, is_active, lock_expiration_date "
+            "FROM users WHERE username = ?",
+            username,
+        )
+        if row is None or (
+            row["lock_expiration_date"] and row["lock_expiration_date"] > self.now()
+        ):
+            return False
+        return bool(row["is_active"]) and _accepted(row, password)
+
     def authenticate(self, username: str, password: str) -> dict[str, Any] | None:
         """Password or personal-token login with Kanboard's brute-force lockout (kanboard-api §1).
 
@@ -123,10 +157,7 @@ class Store(AttachmentStore):
                 return None
             if row["lock_expiration_date"] and row["lock_expiration_date"] > now:
                 return None
-            token = row["api_access_token"]
-            ok = bool(row["is_active"]) and (
-                _verify_password(row["password"], password) or (bool(token) and token == password)
-            )
+            ok = bool(row["is_active"]) and _accepted(row, password)
             if ok and (row["nb_failed_login"] or row["lock_expiration_date"]):
                 db.execute(
                     "UPDATE users SET nb_failed_login = 0, lock_expiration_date = 0 WHERE id = ?",

@@ -168,6 +168,8 @@ async def test_no_secret_in_debug_logs_with_real_httpcore(
     from mockkb import TOKEN
 
     caplog.set_level(logging.DEBUG)
+    # kbfs's log set-up quiets httpcore; a test that ran it before must not hide its records.
+    caplog.set_level(logging.DEBUG, logger="httpcore")
     async with trio.open_nursery() as nursery:
         server = await _serve(nursery, "keepalive")
         async with KanboardClient(f"http://127.0.0.1:{server.port}", CREDS) as client:

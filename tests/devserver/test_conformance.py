@@ -48,8 +48,8 @@ NOT_REPLAYED: dict[int, str] = (
     }
 )
 
+#: The users the transcript creates; admin's password is the one the devserver chose.
 PASSWORDS = {
-    "admin": "admin",
     "alice": "alicepass",
     "bob": "bobpass",
     "carol": "carolpass",
@@ -92,11 +92,12 @@ class Replay:
         self.http = httpx.Client(timeout=600)
         self.exp_to_act: dict[str, str] = {}
         self.act_to_exp: dict[str, str] = {}
+        self.passwords = {**PASSWORDS, "admin": kb.passwords["admin"]}
 
     # -- hidden steps helpers ---------------------------------------------------------------------
 
     def call(self, method: str, params: Any = None, user: str | None = None) -> Any:
-        return self.kb.rpc(method, params, user=user, password=PASSWORDS.get(user or ""))
+        return self.kb.rpc(method, params, user=user, password=self.passwords.get(user or ""))
 
     def upload(self, project: int, task: int, name: str, blob: Any, user: str | None = None) -> int:
         return int(self.call("createTaskFile", [project, task, name, blob], user))
@@ -119,10 +120,10 @@ class Replay:
             auth = None
         elif user == "jsonrpc":
             auth = ("jsonrpc", "wrong-token" if name in WRONG_CREDENTIALS else self.kb.token)
-        elif name in WRONG_CREDENTIALS or user not in PASSWORDS:
+        elif name in WRONG_CREDENTIALS or user not in self.passwords:
             auth = (user, "not-the-password")
         else:
-            auth = (user, PASSWORDS[user])
+            auth = (user, self.passwords[user])
         method = {"HTTP GET with body": "GET", "HTTP PUT": "PUT"}.get(name, "POST")
         headers = {}
         if name == "Content-Type text/plain":

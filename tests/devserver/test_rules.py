@@ -78,7 +78,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def rpc(tmp_path: Path, clock: Clock) -> Iterator[Rpc]:
-    store = Store(tmp_path, clock=clock)
+    store = Store(tmp_path, clock=clock, admin_password="admin")
     yield Rpc(Dispatcher(store, TOKEN, FaultPlan()))
     store.close()
 

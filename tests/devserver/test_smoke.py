@@ -39,7 +39,10 @@ def test_sample_data(kb_sample: KanboardServer) -> None:
                         assert data.startswith(b"\x89PNG\r\n\x1a\n")
                         images += 1
     assert images >= 3
-    assert kb_sample.rpc("getMe", user="alice", password="alice-password")["username"] == "alice"
+    assert (
+        kb_sample.rpc("getMe", user="alice", password=kb_sample.passwords["alice"])["username"]
+        == "alice"
+    )
 
 
 def test_stats_and_faults(kb: KanboardServer) -> None:

@@ -191,6 +191,9 @@ def test_cli_port_file_and_sigterm(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         assert proc.stdout is not None
+        first = proc.stdout.readline().split()
+        assert first[:3] == ["kbfs", "devserver:", "user"] and first[3:5] == ["admin", "password"]
+        admin_password = first[5]
         line = proc.stdout.readline()
         port = int(port_file.read_text())
         assert line == f"kbfs devserver listening on http://127.0.0.1:{port}/jsonrpc.php\n"
@@ -199,6 +202,10 @@ def test_cli_port_file_and_sigterm(tmp_path: Path) -> None:
         assert token.startswith("kbdev-") and token_file.stat().st_mode & 0o777 == 0o600
         url = line.split(" on ", 1)[1].strip()
         assert httpx.post(url, json=CALL, auth=("jsonrpc", token)).status_code == 200
+        # A fresh server's admin has the password it printed (random), not Kanboard's "admin".
+        me = {"jsonrpc": "2.0", "method": "getMe", "id": 1}
+        assert httpx.post(url, json=me, auth=("admin", admin_password)).status_code == 200
+        assert httpx.post(url, json=me, auth=("admin", "admin")).status_code == 401
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

@@ -63,6 +63,7 @@ LEAVES: tuple[str, ...] = (
     "kbfs.options",
     "kbfs.credentials",
     "kbfs.sdnotify",
+    "kbfs.safetext",  # control characters of server text escaped before a terminal or the log
     "kbfs.helperargv",  # mount(8) argv -> a kbfs command line; handed the function to run
     "kbfs.logsetup",  # stderr, the journal or a rotated file: stdlib only
 )

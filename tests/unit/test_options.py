@@ -125,3 +125,29 @@ def test_a_huge_token_file_is_refused_unread(tmp_path: Path) -> None:
         load_secret(str(f), env={})
     f.write_text("t" * 4096)
     assert load_secret(str(f), env={}) == "t" * 4096
+
+
+def test_proxy_option() -> None:
+    assert parse_options([]).proxy is None  # never taken from the environment
+    assert parse_options(["proxy=http://proxy.example:3128"]).proxy == "http://proxy.example:3128"
+    for bad in ("proxy=socks5://p:1080", "proxy=proxy.example:3128", "proxy=http://"):
+        with pytest.raises(OptionError, match="'proxy'"):
+            parse_options([bad])
+
+
+def test_secret_source_rereads_where_the_secret_came_from(tmp_path: Path) -> None:
+    from kbfs.credentials import secret_source
+
+    token = tmp_path / "token"
+    token.write_text("one\n")
+    token.chmod(0o600)
+    read = secret_source(str(token), env={})
+    assert read is not None and read() == "one"
+    token.write_text("two\n")
+    assert read() == "two"
+    via_env = secret_source(None, env={"KBFS_TOKEN_FILE": str(token)})
+    assert via_env is not None and via_env() == "two"
+    assert secret_source(None, env={"KBFS_TOKEN": "fixed"}) is None  # cannot change
+    token.chmod(0o644)
+    with pytest.raises(CredentialError):  # the same checks as at mount time
+        read()
