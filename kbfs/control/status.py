@@ -267,11 +267,14 @@ def format_found(found: Found, now: float | None = None) -> str:
     else:
         lines.append("  uploads  everything written has reached the server")
     if refused:
-        lines.append(f"  REFUSED: {len(refused)} file(s) the server will not take, kept in this"
-                     " mount only (rename or remove them):")  # fmt: skip
+        lines.append(
+            f"  REFUSED: {len(refused)} file(s) the server will not take, kept in this"
+            " mount only (rename or remove them):"
+        )
         for p in refused:
-            lines.append(f"    {p.get('path')}  {_size(p.get('size', 0))}  (local-only:"
-                         f" {p['refused']})")  # fmt: skip
+            lines.append(
+                f"    {p.get('path')}  {_size(p.get('size', 0))}  (local-only: {p['refused']})"
+            )
     if scratch:
         lines.append(f"  local    {len(scratch)} scratch file(s) kept only in this mount")
     for r in vfs.get("recovered") or []:

@@ -89,8 +89,12 @@ class Recovery:
         except OSError as exc:
             log.error("could not move the incomplete %s out of the spool: %s", pending.path, exc)
             return
-        log.error("found incomplete content of %s from an earlier mount (%s); moved to %s",
-                  name, reason, target)  # fmt: skip
+        log.error(
+            "found incomplete content of %s from an earlier mount (%s); moved to %s",
+            name,
+            reason,
+            target,
+        )
 
     def _adopt(self, pending: PendingFile, meta: dict[str, Any]) -> None:
         project_id = int(meta["project_id"])
@@ -128,8 +132,9 @@ class Recovery:
         lost = [(name, *e) for e in pending.attempts]
         node = self.ns.adopt_leftover(dir_node, name, pending, replaces, stale, lost)
         if pending.refused is not None:
-            log.warning("%s is kept in this mount only (%s)", self.ns.path_of(node),
-                        pending.refused)  # fmt: skip
+            log.warning(
+                "%s is kept in this mount only (%s)", self.ns.path_of(node), pending.refused
+            )
             return
         log.warning(
             "found an unsaved file from an earlier mount: %s (%d bytes); uploading it",
@@ -205,8 +210,11 @@ class Recovery:
             try:
                 copy = self.spool.keep_copy(pending, node.name, reason, self._meta(node))
             except OSError as exc:
-                log.error("could not copy the refused %s to the recovery folder: %s; "
-                          "trying again later", pending.path, exc)  # fmt: skip
+                log.error(
+                    "could not copy the refused %s to the recovery folder: %s; trying again later",
+                    pending.path,
+                    exc,
+                )
                 return
             pending.recovered_copy = str(copy)
         pending.refused = reason
@@ -233,8 +241,11 @@ class Recovery:
         try:
             target = self.spool.recover(pending, node.name, reason, self._meta(node))
         except OSError as exc:
-            log.error("could not move %s to the recovery folder: %s; trying again later",
-                      pending.path, exc)  # fmt: skip
+            log.error(
+                "could not move %s to the recovery folder: %s; trying again later",
+                pending.path,
+                exc,
+            )
             return
         log.error(
             "%s cannot be stored on the server (%s); its bytes were moved to %s",

@@ -34,6 +34,11 @@ def kbfs_status(m: Mounted) -> str:
     return r.stdout.decode(errors="replace")
 
 
+def kbfs_state(path: Path) -> bytes:
+    """``user.kbfs.state`` as getfattr reads it."""
+    return run("getfattr", "--only-values", "-n", STATE_KEY, path).stdout
+
+
 def recovered(state: Path) -> list[dict[str, object]]:
     out = []
     for meta in sorted(state.glob("**/recovered/*.json")):
@@ -98,8 +103,8 @@ def test_refused_content_stays_in_the_mount_as_local_only(kb, mounter: Mounter, 
     # Still there, readable, and marked as not on the server.
     assert sorted(os.listdir(d)) == ["fake.png", "zero.txt"]
     assert run("cat", d / "fake.png").stdout == b"not an image\n"
-    assert os.getxattr(d / "fake.png", STATE_KEY).startswith(b"local-only: ")
-    assert os.getxattr(d / "zero.txt", STATE_KEY).startswith(b"local-only: ")
+    assert kbfs_state(d / "fake.png").startswith(b"local-only: ")
+    assert kbfs_state(d / "zero.txt").startswith(b"local-only: ")
     out = kbfs_status(m)
     assert "REFUSED: 2 file(s)" in out and "fake.png" in out, out
     assert kb.task_files(task["t"]) == []
@@ -110,7 +115,7 @@ def test_refused_content_stays_in_the_mount_as_local_only(kb, mounter: Mounter, 
     assert uploaded["name"] == "fake.txt"
     assert kb.download_task_file(uploaded["id"]) == b"not an image\n"
     assert sorted(os.listdir(d)) == ["fake.txt"]
-    assert os.getxattr(d / "fake.txt", STATE_KEY) == b"on the server"
+    assert kbfs_state(d / "fake.txt") == b"on the server"
     assert len(recovered(state)) == 2
     # A refused file survives an unmount: the next mount shows it as local-only again.
     r = run("dd", f"of={d / 'again.gif'}", "status=none", input=b"no gif", check=False)
@@ -122,6 +127,6 @@ def test_refused_content_stays_in_the_mount_as_local_only(kb, mounter: Mounter, 
     d2 = m2.p("projects", task["p"], "tasks", task["t"])
     assert sorted(os.listdir(d2)) == ["again.gif", "fake.txt"]
     assert run("cat", d2 / "again.gif").stdout == b"no gif"
-    assert os.getxattr(d2 / "again.gif", STATE_KEY).startswith(b"local-only: ")
+    assert kbfs_state(d2 / "again.gif").startswith(b"local-only: ")
     assert [f["name"] for f in kb.task_files(task["t"])] == ["fake.txt"]
     assert len(recovered(state)) == 3
