@@ -264,7 +264,7 @@ class Spool:
         return self.root.parent / "recovered"
 
     def recover(self, pending: PendingFile, name: str, reason: str, meta: dict[str, Any]) -> Path:
-        """Move bytes the server refuses for good out of the spool, where a person finds them."""
+        """Move bytes that must never be uploaded out of the spool, where a person finds them."""
         root = self.recovered_root
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -286,7 +286,8 @@ class Spool:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         safe = "".join(c if c.isalnum() or c in "._- " else "_" for c in name)[:100] or "file"
-        target = root / f"{stamp}-{pending.serial}-{safe}"
+        # The version too: new content refused again within the second is a copy of its own.
+        target = root / f"{stamp}-{pending.serial}-v{pending.version}-{safe}"
         tmp = target.with_name(target.name + ".tmp")
         shutil.copyfile(pending.path, tmp)
         os.chmod(tmp, 0o600)

@@ -83,7 +83,11 @@ class Recovery:
         folder, never shown (the name shows the server's version, left untouched)."""
         reason = f"{pending.incomplete}; {pending.size_or_zero()} bytes kept"
         name = str(meta["name"])
+        task_id = meta.get("task_id")
+        project_id = int(meta["project_id"])
+        where = f"/projects/{project_id}/" + ("files" if task_id is None else f"tasks/{task_id}")
         fields = {k: meta.get(k) for k in ("server", "project_id", "task_id", "name")}
+        fields["path"] = f"{where}/{name}"
         try:
             target = self.spool.recover(pending, name, reason, fields)
         except OSError as exc:
@@ -91,7 +95,7 @@ class Recovery:
             return
         log.error(
             "found incomplete content of %s from an earlier mount (%s); moved to %s",
-            name,
+            fields["path"],
             reason,
             target,
         )

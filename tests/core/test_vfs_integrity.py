@@ -95,7 +95,7 @@ async def test_a_failed_write_is_never_uploaded_by_the_next_mount(
     await again.vfs.retry_once()
     assert rig.kb.count("create_file") == 0
     [recovered] = again.vfs.status()["recovered"]  # type: ignore[misc]
-    assert recovered["name"] == "new.bin"
+    assert recovered["path"] == f"/projects/{rig.project}/tasks/{rig.task}/new.bin"
     assert "incomplete: a write failed" in recovered["reason"]
     assert Path(recovered["file"]).read_bytes() == b"B" * 500
 
