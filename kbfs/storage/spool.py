@@ -400,12 +400,16 @@ def _incomplete(meta: dict[str, Any], data_path: Path) -> str | None:
 def _write_json(path: Path, record: dict[str, Any], *, durable: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: leave no empty half-written file behind
+        raise
 
 
 def superseded(meta: dict[str, Any]) -> list[tuple[Container, FileRecord]]:

@@ -66,19 +66,20 @@ def test_a_copy_that_ran_out_of_spool_space_never_reaches_the_server(  # type: i
         r = run("cp", source, d / "big.bin", check=False)
         assert r.returncode != 0
         assert b"No space left on device" in r.stderr, r.stderr
-        # Free space: the background pass can now keep the partial bytes for the user.
+        # Free space, and let the background passes do what they do with the partial bytes.
         run("mount", "-o", "remount,size=64m", state)
-        wait_for(lambda: recovered(state), what="the partial copy in the recovery folder")
-        [kept] = recovered(state)
-        assert "incomplete: a write failed" in str(kept["reason"])
-        partial = Path(str(kept["file"])).read_bytes()
-        assert 0 < len(partial) < 20 << 20 and kept["size"] == len(partial)
+        wait_for(lambda: not list(state.rglob("spool/*.data")), what="the spool to settle")
         # The server never got a byte of it, and its earlier version is intact.
         assert kb.stats()["calls"].get("createTaskFile", 0) == 0
         assert kb.stats()["calls"].get("removeTaskFile", 0) == 0
         [after] = kb.task_files(task["t"])
         assert after["id"] == before["id"] and int(after["size"]) == len(earlier)
         assert kb.download_task_file(after["id"]) == earlier
+        # The partial bytes are kept for the user, with the reason and their size.
+        [kept] = recovered(state)
+        assert "incomplete: a write failed" in str(kept["reason"])
+        partial = Path(str(kept["file"])).read_bytes()
+        assert 0 < len(partial) < 20 << 20 and kept["size"] == len(partial)
         wait_for(lambda: (d / "big.bin").read_bytes() == earlier, what="the earlier version")
         out = kbfs_status(m)
         assert "incomplete: a write failed" in out, out

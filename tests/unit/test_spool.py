@@ -106,3 +106,19 @@ def test_an_incomplete_mark_survives_a_reload_even_on_a_full_disk(
     ]
     spool.discard(second)
     assert not second.marker_path.exists()
+
+
+def test_a_description_that_cannot_be_written_leaves_no_half_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path / "spool", "http://kb/jsonrpc.php")
+    pending = spool.create(TASK, "doc.txt", None)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module.json, "dump", full)
+    with pytest.raises(OSError):
+        spool.describe(pending, TASK, "doc.txt", None)
+    left = sorted(p.name for p in (tmp_path / "spool").iterdir())
+    assert left == sorted([pending.meta_path.name, pending.path.name])
