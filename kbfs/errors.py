@@ -91,6 +91,12 @@ class Conflict(FsError):
     errno = errno.EIO
 
 
+class IncompleteContent(FsError):
+    """A write into this content failed (a full spool disk, an I/O error): what the spool
+    holds is not the file the writer meant, so it is never uploaded. The errno is the
+    write's, so close() tells the writer the same thing its write did."""
+
+
 class RequestTimedOut(FsError):
     """The server did not answer within the mount's timeout (retries included)."""
 

@@ -182,7 +182,7 @@ class Operations(pyfuse3.Operations):
             # than "no such attribute") is the truth for these namespaces, and it makes ls
             # (coreutils' per-device cache) stop asking: two round trips per file saved.
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
-        if not name.startswith(b"user.kanboard."):
+        if not name.startswith((b"user.kanboard.", b"user.kbfs.")):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         value = self.vfs.xattrs(inode).get(os.fsdecode(name))
         if value is None:

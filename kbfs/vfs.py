@@ -293,7 +293,31 @@ class Vfs:
         if node.project_id is not None and node.task_id is not None:
             task = self.refresher.task(node.project_id, node.task_id)
         project = self.refresher.project(node.project_id or 0)
-        return attributes.xattrs_of(node, self.client.endpoint, task, project)
+        out = attributes.xattrs_of(node, self.client.endpoint, task, project)
+        state = self._state_of(node)
+        if state is not None:
+            out["user.kbfs.state"] = state.encode("utf-8", "surrogateescape")
+        return out
+
+    def _state_of(self, node: Node) -> str | None:
+        """Whether a file's content is on the server, for ``user.kbfs.state``: a person (or a
+        script) can tell a local-only file from a saved one without ``kbfs status``."""
+        if node.type is not NodeType.FILE:
+            return None
+        pending = node.pending
+        if pending is None or not pending.dirty:
+            return "on the server" if node.record is not None else "local-only: empty"
+        if pending.incomplete is not None:
+            return pending.incomplete
+        if pending.refused is not None:
+            return f"local-only: {pending.refused}"
+        if self.is_scratch(node):
+            return "local-only: a scratch name, never uploaded"
+        if pending.size_or_zero() == 0:
+            return "local-only: empty (Kanboard cannot store empty files)"
+        if pending.last_error:
+            return f"not uploaded yet: {pending.last_error}"
+        return "not uploaded yet"
 
     def statfs(self) -> dict[str, int]:
         return attributes.statfs()
@@ -309,7 +333,9 @@ class Vfs:
                     "size": node.pending.size_or_zero(),
                     "spool_file": str(node.pending.path),
                     "last_error": node.pending.last_error,
-                    "local_only": self.is_scratch(node),
+                    "local_only": self.is_scratch(node) or node.pending.refused is not None,
+                    "refused": node.pending.refused,
+                    "incomplete": node.pending.incomplete,
                 }
             )
         cache = self.content.statistics()
@@ -372,6 +398,10 @@ class Vfs:
         writable = accmode in (os.O_WRONLY, os.O_RDWR)
         if writable:
             self._check_writable(node)
+            if flags & os.O_TRUNC:
+                self._set_aside_incomplete(node)
+                if node.pending is None and node.record is None:
+                    raise NoEntry("the file's incomplete content went to the recovery folder")
             pending = await self.uploader.open_for_change(node, truncate=bool(flags & os.O_TRUNC))
             if flags & os.O_TRUNC and pending.too_large:
                 pending.too_large, pending.last_error = False, None  # rewritten from zero
@@ -398,6 +428,9 @@ class Vfs:
         await self.refresher.files(parent)
         existing = self.ns.view(parent.container).get(name)
         if existing is not None:
+            self._set_aside_incomplete(self.node(existing))
+            existing = self.ns.view(parent.container).get(name)
+        if existing is not None:
             if flags & os.O_EXCL:
                 raise FsError("exists", errno.EEXIST)
             return await self.open(existing, flags | os.O_TRUNC)
@@ -406,6 +439,16 @@ class Vfs:
         fd = os.open(node.pending.path, os.O_RDWR)
         # Even O_RDONLY|O_CREAT gets a writable handle: its close decides the new file's fate.
         return self._add_handle(Handle(self._alloc_fh(), node, fd, True))
+
+    def _set_aside_incomplete(self, node: Node) -> None:
+        """A file written anew (O_TRUNC) whose content a failed write left incomplete: that
+        content goes to the recovery folder first (the retry loop would have moved it there),
+        so that the new content is not taken for incomplete too (a second ``cp`` once space
+        was freed). Not while another handle still writes into it."""
+        pending = node.pending
+        if pending is None or pending.incomplete is None or node.writers or self.is_scratch(node):
+            return  # a scratch file is never uploaded: it stays, marked, until renamed
+        self.recovery.recover(node, f"{pending.incomplete}; {pending.size_or_zero()} bytes kept")
 
     async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         handle = self.handle(fh)
@@ -432,7 +475,16 @@ class Vfs:
             limit = self.config.max_file_size
             if limit is not None and offset + len(data) > limit:
                 raise self._too_large(pending, limit)
-            written = os.pwrite(handle.fd, data, offset)
+            try:
+                written = os.pwrite(handle.fd, data, offset)
+            except OSError as exc:
+                # Whatever the spool holds now is not the file being written: never upload
+                # it (see Spool.mark_incomplete). The writer gets this errno, and close() too.
+                reason = f"incomplete: a write failed ({exc.strerror or exc})"
+                log.error("%s: %s at offset %d", self.path_of(handle.node), reason, offset)
+                pending.touch()
+                self.spool.mark_incomplete(pending, reason, exc.errno or errno.EIO)
+                raise
             pending.touch()
         return written
 
@@ -500,6 +552,11 @@ class Vfs:
         self, parent_old: int, name_old: str, parent_new: int, name_new: str, flags: int
     ) -> None:
         """Kanboard has no rename: see kbfs.ops.mover."""
+        node = await self.lookup(parent_old, name_old)
+        if node.pending is not None and node.pending.incomplete is not None:
+            # A move uploads the content under the new name: never content a write failed on.
+            log.error("%s: not moved: %s", self.path_of(node), node.pending.incomplete)
+            raise FsError(node.pending.incomplete, errno.EIO)
         await self.mover.rename(parent_old, name_old, parent_new, name_new, flags)
 
     async def setattr(
@@ -523,7 +580,7 @@ class Vfs:
                 if limit is not None and size > limit:  # refused: the content is unchanged
                     raise FsError(f"larger than max_file_size ({limit} bytes)", errno.EFBIG)
                 if size != pending.size():
-                    os.truncate(pending.path, size)
+                    self.spool.truncate(pending, size)
                     pending.touch()
                 if pending.too_large:
                     pending.too_large, pending.last_error = False, None  # back under the limit

@@ -300,19 +300,36 @@ def format_found(found: Found, now: float | None = None) -> str:
         lines.append(f"  WARNING  {found.problem}")
     pending = vfs.get("pending_uploads") or []
     waiting = [p for p in pending if not p.get("local_only")]
-    local = [p for p in pending if p.get("local_only")]
+    refused = [p for p in pending if p.get("refused")]
+    scratch = [p for p in pending if p.get("local_only") and not p.get("refused")]
     if waiting:
         lines.append(f"  NOT UPLOADED: {len(waiting)} file(s) exist only on this machine:")
         for p in waiting:
-            error = f"  ({p['last_error']})" if p.get("last_error") else ""
+            why = p.get("incomplete") or p.get("last_error")
+            error = f"  ({why})" if why else ""
             lines.append(f"    {p.get('path')}  {_size(p.get('size', 0))}{error}")
             lines.append(f"      bytes in {p.get('spool_file')}")
     else:
         lines.append("  uploads  everything written has reached the server")
-    if local:
-        lines.append(f"  local    {len(local)} scratch file(s) kept only in this mount")
+    if refused:
+        lines.append(
+            f"  REFUSED: {len(refused)} file(s) the server will not take, kept in this"
+            " mount only (rename or remove them):"
+        )
+        for p in refused:
+            lines.append(
+                f"    {p.get('path')}  {_size(p.get('size', 0))}  (local-only: {p['refused']})"
+            )
+    if scratch:
+        lines.append(f"  local    {len(scratch)} scratch file(s) kept only in this mount")
     for r in vfs.get("recovered") or []:
-        lines.append(f"  recovered  {r.get('path', r) if isinstance(r, dict) else r}")
+        if not isinstance(r, dict):
+            lines.append(f"  recovered  {r}")
+            continue
+        size = f"  {_size(r['size'])}" if isinstance(r.get("size"), int) else ""
+        reason = f"  ({r['reason']})" if r.get("reason") else ""
+        lines.append(f"  recovered  {r.get('path', r.get('name'))}{size}{reason}")
+        lines.append(f"      bytes in {r.get('file')}")
     cache = vfs.get("cache") or {}
     if cache:
         lines.append(

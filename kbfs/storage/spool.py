@@ -8,12 +8,19 @@ container, name, the file it replaces). Both live under the state directory (mod
 A pending file is *dirty* while it holds content the server does not have. An upload that fails
 leaves it dirty and on disk: the bytes are never deleted because an upload failed.
 
+Content is *incomplete* once a write into it failed (a full disk): it is not the file its
+writer meant and is never uploaded. The description says so (or, when the disk is too full to
+rewrite it, a ``<serial>.incomplete`` marker beside it), and so does a data file shorter than
+the size its description recorded (bytes lost in a crash). Content is *refused* once the server
+refused it for good: it stays in the mount, local only, until the user renames or removes it.
+
 Concurrency: a pending file's ``lock`` is held for a whole upload, and writers take it too, so
 an upload always sends one consistent snapshot of the content.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -57,6 +64,15 @@ class PendingFile:
     # A write was refused for passing max_file_size: what is here is a truncated copy, never
     # to be uploaded, until the file is truncated below the limit (or rewritten from zero).
     too_large: bool = False
+    # Why this content must never be uploaded (a write into it failed), and that write's errno.
+    incomplete: str | None = None
+    incomplete_errno: int = errno.EIO
+    # Why the server refuses this content for good; it stays in the mount as a local-only
+    # file (with a copy in the recovery folder, ``recovered_copy``) until renamed or removed.
+    refused: str | None = None
+    recovered_copy: str | None = None
+    conflict: bool = False  # the server got a newer version meanwhile: recover, never show
+    description: dict[str, Any] | None = None  # the record last written by Spool.describe
 
     @property
     def dirty(self) -> bool:
@@ -75,6 +91,14 @@ class PendingFile:
     def touch(self) -> None:
         self.version += 1
         self.mtime_ns = time.time_ns()
+        # New content: whether the server takes it is asked again at its next upload.
+        self.refused = None
+        self.recovered_copy = None
+
+    @property
+    def marker_path(self) -> Path:
+        """Beside the data: says "incomplete" when the description could not be rewritten."""
+        return self.path.with_suffix(".incomplete")
 
 
 class Spool:
@@ -141,8 +165,53 @@ class Spool:
             "failures": pending.failures,
             "last_error": pending.last_error,
             "too_large": pending.too_large,
+            # What the data file held when described: shorter after a crash means lost bytes.
+            "size": pending.size_or_zero(),
+            "incomplete": pending.incomplete,
+            "refused": pending.refused,
+            "recovered_copy": pending.recovered_copy,
         }
+        pending.description = record
         _write_json(pending.meta_path, record)
+
+    def redescribe(self, pending: PendingFile) -> None:
+        """Rewrite the last description with the pending file's current size and state."""
+        if pending.description is None or not pending.path.exists():
+            return
+        record = {
+            **pending.description,
+            "size": pending.size_or_zero(),
+            "incomplete": pending.incomplete,
+            "refused": pending.refused,
+            "recovered_copy": pending.recovered_copy,
+        }
+        pending.description = record
+        _write_json(pending.meta_path, record)
+
+    def truncate(self, pending: PendingFile, size: int) -> None:
+        """Set the content's size; a shrink is written into the description too, so a later
+        mount does not take the shorter data file for bytes lost in a crash."""
+        before = pending.size_or_zero()
+        os.truncate(pending.path, size)
+        if size < before:
+            self.redescribe(pending)
+
+    def mark_incomplete(self, pending: PendingFile, reason: str, err: int) -> None:
+        """A write into ``pending`` failed: never upload it, and make that durable. The disk
+        is likely full, so when the description cannot be rewritten an empty marker file
+        (no data block) says it instead."""
+        pending.incomplete = reason
+        pending.incomplete_errno = err
+        try:
+            self.redescribe(pending)
+            if pending.description is not None:
+                return
+        except OSError as exc:
+            log.warning("could not rewrite the description of %s: %s", pending.path, exc)
+        try:
+            os.close(os.open(pending.marker_path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as exc:
+            log.error("could not mark %s as incomplete: %s", pending.path, exc)
 
     def sync(self, pending: PendingFile) -> None:
         """Make the bytes and their description durable (before close() returns)."""
@@ -187,6 +256,10 @@ class Spool:
                 created=float(meta.get("created") or time.time()),
                 from_earlier_mount=True,
                 too_large=bool(meta.get("too_large")),
+                incomplete=_incomplete(meta, data_path),
+                refused=None if meta.get("refused") is None else str(meta["refused"]),
+                recovered_copy=meta.get("recovered_copy"),
+                description=meta,
             )
             found.append((pending, meta))
         return found
@@ -196,15 +269,36 @@ class Spool:
         return self.root.parent / "recovered"
 
     def recover(self, pending: PendingFile, name: str, reason: str, meta: dict[str, Any]) -> Path:
-        """Move bytes the server refuses for good out of the spool, where a person finds them."""
+        """Move bytes that must never be uploaded out of the spool, where a person finds them."""
         root = self.recovered_root
         owned_dir(root, "state directory")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         safe = "".join(c if c.isalnum() or c in "._- " else "_" for c in name)[:100] or "file"
         target = root / f"{stamp}-{pending.serial}-{safe}"
+        # The description first: on a full disk it fails, and then nothing has moved yet.
+        record = {**meta, "reason": reason, "size": pending.size_or_zero()}
+        _write_json(target.with_name(target.name + ".json"), record)
         os.replace(pending.path, target)
-        _write_json(target.with_name(target.name + ".json"), {**meta, "reason": reason})
         pending.meta_path.unlink(missing_ok=True)
+        pending.marker_path.unlink(missing_ok=True)
+        _fsync_dir(root)
+        return target
+
+    def keep_copy(self, pending: PendingFile, name: str, reason: str, meta: dict[str, Any]) -> Path:
+        """A copy of refused bytes in the recovery folder, while the spool keeps them for the
+        mount (they stay there as a local-only file)."""
+        root = self.recovered_root
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        safe = "".join(c if c.isalnum() or c in "._- " else "_" for c in name)[:100] or "file"
+        # The version too: new content refused again within the second is a copy of its own.
+        target = root / f"{stamp}-{pending.serial}-v{pending.version}-{safe}"
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.copyfile(pending.path, tmp)
+        os.chmod(tmp, 0o600)
+        record = {**meta, "reason": reason, "size": pending.size_or_zero(), "copy": True}
+        _write_json(target.with_name(target.name + ".json"), record)
+        os.replace(tmp, target)
         _fsync_dir(root)
         return target
 
@@ -221,6 +315,7 @@ class Spool:
     def discard(self, pending: PendingFile) -> None:
         pending.path.unlink(missing_ok=True)
         pending.meta_path.unlink(missing_ok=True)
+        pending.marker_path.unlink(missing_ok=True)
 
     def release_data(self, pending: PendingFile) -> Path:
         """Forget the record of a pending file whose content the server now has.
@@ -228,6 +323,7 @@ class Spool:
         Returns the data file so the caller can move it into the content cache.
         """
         pending.meta_path.unlink(missing_ok=True)
+        pending.marker_path.unlink(missing_ok=True)
         return pending.path
 
     # -- the cleanup journal -------------------------------------------------------------------
@@ -292,15 +388,33 @@ class Spool:
         return sorted(self.root.glob("*.data"))
 
 
+def _incomplete(meta: dict[str, Any], data_path: Path) -> str | None:
+    """Why a leftover must never be uploaded, if it must not: a write into it failed (said by
+    its description or its marker), or its data file is shorter than the description says."""
+    if meta.get("incomplete"):
+        return str(meta["incomplete"])
+    if data_path.with_suffix(".incomplete").exists():
+        return "incomplete: a write failed"
+    described = meta.get("size")
+    actual = data_path.stat().st_size
+    if isinstance(described, int) and actual < described:
+        return f"incomplete: {actual} of {described} bytes survived a crash"
+    return None
+
+
 def _write_json(path: Path, record: dict[str, Any], *, durable: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: leave no empty half-written file behind
+        raise
 
 
 def superseded(meta: dict[str, Any]) -> list[tuple[Container, FileRecord]]:

@@ -3,9 +3,11 @@ and the recovery folder for bytes the server will never take.
 
 A crash or an unmount with failed uploads leaves spool entries behind; the next mount of that
 server shows them in their directories again and uploads them (``start``). Failed uploads
-are retried with backoff (``retry_once``, run by the core's background loop); content the
-server refuses for good (``PendingFile.permanent``) goes to the recovery folder, out of the
-mount, never deleted.
+are retried with backoff (``retry_once``, run by the core's background loop). Content the
+server refuses for good (``PendingFile.permanent``) stays in the mount as a local-only file,
+with a copy in the recovery folder (``keep_local``). Content that must never be uploaded
+(a write into it failed, or a newer version reached the server meanwhile) goes to the
+recovery folder, out of the mount, never deleted (``recover``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from kbfs.client.models import FileRecord
 from kbfs.errors import FsError
+from kbfs.namespace import refusals
 from kbfs.namespace.nodes import Node
 from kbfs.namespace.tree import Namespace
 from kbfs.storage.spool import PendingFile, Spool, superseded
@@ -60,6 +63,9 @@ class Recovery:
         leftovers = sorted(self.spool.load_leftovers(), key=lambda e: e[0].created)
         adopted = 0
         for pending, meta in leftovers:
+            if pending.incomplete is not None:
+                self._recover_leftover(pending, meta)
+                continue
             if pending.size_or_zero() == 0:
                 # Empty content lives in one mount only (Kanboard cannot store it): like an
                 # unmount, a crash ends it. It carries no bytes to lose.
@@ -71,6 +77,28 @@ class Recovery:
             if not orphan.with_suffix(".json").exists():
                 orphan.unlink(missing_ok=True)  # uploaded, or never described: nothing to keep
         return adopted
+
+    def _recover_leftover(self, pending: PendingFile, meta: dict[str, Any]) -> None:
+        """An earlier mount's content that must never be uploaded: straight to the recovery
+        folder, never shown (the name shows the server's version, left untouched)."""
+        reason = f"{pending.incomplete}; {pending.size_or_zero()} bytes kept"
+        name = str(meta["name"])
+        task_id = meta.get("task_id")
+        project_id = int(meta["project_id"])
+        where = f"/projects/{project_id}/" + ("files" if task_id is None else f"tasks/{task_id}")
+        fields = {k: meta.get(k) for k in ("server", "project_id", "task_id", "name")}
+        fields["path"] = f"{where}/{name}"
+        try:
+            target = self.spool.recover(pending, name, reason, fields)
+        except OSError as exc:
+            log.error("could not move the incomplete %s out of the spool: %s", pending.path, exc)
+            return
+        log.error(
+            "found incomplete content of %s from an earlier mount (%s); moved to %s",
+            fields["path"],
+            reason,
+            target,
+        )
 
     def _adopt(self, pending: PendingFile, meta: dict[str, Any]) -> None:
         project_id = int(meta["project_id"])
@@ -107,6 +135,11 @@ class Recovery:
             self.uploader.queue.mark_unverified(record)
         lost = [(name, *e) for e in pending.attempts]
         node = self.ns.adopt_leftover(dir_node, name, pending, replaces, stale, lost)
+        if pending.refused is not None:
+            log.warning(
+                "%s is kept in this mount only (%s)", self.ns.path_of(node), pending.refused
+            )
+            return
         log.warning(
             "found an unsaved file from an earlier mount: %s (%d bytes); uploading it",
             self.ns.path_of(node),
@@ -123,7 +156,12 @@ class Recovery:
                 continue
             if node.writers:
                 continue  # its writer's close() uploads it
-            if self.ns.is_scratch(node) or pending.size_or_zero() == 0:
+            if pending.refused is not None or self.ns.is_scratch(node):
+                continue  # local-only until the user renames or removes it
+            if pending.incomplete is not None:
+                self.recover(node, f"{pending.incomplete}; {pending.size_or_zero()} bytes kept")
+                continue
+            if pending.size_or_zero() == 0:
                 continue
             if not pending.permanent and pending.next_retry > now:
                 continue
@@ -133,8 +171,14 @@ class Recovery:
                 # upload() logs a failure and schedules the next attempt itself.
                 with contextlib.suppress(FsError):
                     await self.uploader.upload(node)
-            if node.pending is not None and node.pending.permanent:
-                self.recover(node, node.pending.last_error or "refused by the server")
+            pending = node.pending
+            if pending is None or not pending.permanent:
+                continue
+            reason = pending.last_error or "refused by the server"
+            if pending.conflict or pending.incomplete is not None:
+                self.recover(node, reason)
+            else:
+                self.keep_local(node, reason)
 
     async def _retry_removals(self) -> None:
         """Each entry leaves the queue (and the journal) only once its file is gone: a crash
@@ -148,20 +192,65 @@ class Recovery:
         if done:
             queue.save()  # not every 2 s while a removal keeps failing: nothing changed
 
-    def recover(self, node: Node, reason: str) -> None:
-        """Move bytes the server will never take to the recovery folder, out of the mount."""
-        pending = node.pending
-        if pending is None:
-            return
+    def _meta(self, node: Node) -> dict[str, Any]:
         container = node.container
-        meta = {
+        return {
             "server": self.endpoint,
             "project_id": container.project_id,
             "task_id": container.task_id,
             "name": node.name,
             "path": self.ns.path_of(node),
         }
-        target = self.spool.recover(pending, node.name, reason, meta)
+
+    def keep_local(self, node: Node, reason: str) -> None:
+        """The server refuses these bytes for good: they stay at their name as a local-only
+        file (see kbfs.namespace.refusals), never retried, with a copy in the recovery
+        folder that outlives the mount. Written into the spool's description, so a later
+        mount shows them again the same way."""
+        pending = node.pending
+        if pending is None:
+            return
+        if pending.recovered_copy is None:
+            try:
+                copy = self.spool.keep_copy(pending, node.name, reason, self._meta(node))
+            except OSError as exc:
+                log.error(
+                    "could not copy the refused %s to the recovery folder: %s; trying again later",
+                    pending.path,
+                    exc,
+                )
+                return
+            pending.recovered_copy = str(copy)
+        pending.refused = reason
+        pending.permanent = False
+        try:
+            self.spool.redescribe(pending)
+        except OSError as exc:
+            log.warning("could not record the refusal of %s: %s", pending.path, exc)
+        refusals.keep_refused(self.ns, node)
+        log.error(
+            "%s cannot be stored on the server (%s); it stays in this mount only (a copy is in"
+            " %s); rename or remove it",
+            self.ns.path_of(node),
+            reason,
+            pending.recovered_copy,
+        )
+
+    def recover(self, node: Node, reason: str) -> None:
+        """Move bytes that must never be uploaded to the recovery folder, out of the mount.
+        On a full disk this fails (logged) and the next pass tries again."""
+        pending = node.pending
+        if pending is None:
+            return
+        try:
+            target = self.spool.recover(pending, node.name, reason, self._meta(node))
+        except OSError as exc:
+            log.error(
+                "could not move %s to the recovery folder: %s; trying again later",
+                pending.path,
+                exc,
+            )
+            return
         log.error(
             "%s cannot be stored on the server (%s); its bytes were moved to %s",
             self.ns.path_of(node),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import time
 from collections.abc import Callable
 
@@ -30,7 +29,14 @@ from kbfs.client.errors import (
 )
 from kbfs.client.models import Container, FileRecord
 from kbfs.client.protocol import KanboardAPI
-from kbfs.errors import Conflict, ContentUnstorable, FsError, UploadFailed, to_errno
+from kbfs.errors import (
+    Conflict,
+    ContentUnstorable,
+    FsError,
+    IncompleteContent,
+    UploadFailed,
+    to_errno,
+)
 from kbfs.namespace.names import image_problem
 from kbfs.namespace.nodes import Node, is_doomed, same_file
 from kbfs.namespace.tree import Namespace, Placed
@@ -120,7 +126,7 @@ class Uploader:
         if node.pending is not None:
             if truncate:
                 async with node.pending.lock:
-                    os.truncate(node.pending.path, 0)
+                    self.spool.truncate(node.pending, 0)
                     node.pending.touch()
             return node.pending
         initial = None
@@ -187,6 +193,9 @@ class Uploader:
         still showed), or None if nothing was sent."""
         if not pending.dirty or node.discarded:
             return None  # saved meanwhile, or removed by the user: nothing to send
+        if pending.incomplete is not None:
+            # A write into it failed: never sent, not even partly (the server version stays).
+            raise IncompleteContent(pending.incomplete, pending.incomplete_errno)
         size = pending.size()
         if size == 0:
             log.info("%s is empty: kept in this mount only", self.ns.path_of(node))
@@ -329,6 +338,7 @@ class Uploader:
             and not is_doomed(doomed, r)
         ]
         if newer:
+            pending.conflict = True  # never shown as a local-only file over the newer one
             raise Conflict(
                 f"{name} was replaced on the server (file {newer[0].id}) after this version"
                 " was written, before the mount that held it stopped"
@@ -453,7 +463,9 @@ def _is_permanent(exc: BaseException, failures: int) -> bool:
     """Whether retrying an upload cannot help: the bytes go to the recovery folder instead."""
     if isinstance(exc, UploadFailed) and exc.__cause__ is not None:
         exc = exc.__cause__
-    if isinstance(exc, ContentUnstorable | Conflict | Rejected | PermissionDenied):
+    if isinstance(
+        exc, ContentUnstorable | Conflict | IncompleteContent | Rejected | PermissionDenied
+    ):
         return True
     if isinstance(exc, AuthenticationError):
         return False  # a token can be fixed; keep the bytes queued

@@ -248,24 +248,28 @@ async def test_content_zero_is_einval_before_any_upload(rig: Rig) -> None:
     await raises_errno(errno.EINVAL, rig.save(rig.tasks, "zero.txt", b"0"))
     assert rig.kb.count("create_file") == 0
     assert rig.pending_paths() == [f"/projects/{rig.project}/tasks/{rig.task}/zero.txt"]
-    # A permanent refusal: the retry pass moves the bytes to the recovery folder.
+    # A permanent refusal: the retry pass keeps it as a local-only file, with a copy in the
+    # recovery folder.
     await rig.vfs.retry_once()
     assert rig.kb.count("create_file") == 0
-    assert rig.pending_paths() == []
+    [entry] = rig.vfs.status()["pending_uploads"]  # type: ignore[misc]
+    assert entry["local_only"] and "'0'" in entry["refused"]
     [recovered] = rig.vfs.status()["recovered"]  # type: ignore[misc]
     assert recovered["name"] == "zero.txt"
     assert Path(recovered["file"]).read_bytes() == b"0"
-    assert await rig.ls(rig.tasks) == []
+    assert await rig.ls(rig.tasks) == ["zero.txt"]
 
 
-async def test_image_name_with_non_image_content_is_einval_and_recovered(rig: Rig) -> None:
+async def test_image_name_with_non_image_content_is_einval_and_kept_local_only(rig: Rig) -> None:
     await raises_errno(errno.EINVAL, rig.save(rig.tasks, "shot.png", b"not a picture"))
     assert rig.kb.count("create_file") == 0  # refused before Kanboard's HTTP 500
     assert rig.kb.stored_paths() == set()
     await rig.vfs.retry_once()
     [recovered] = rig.vfs.status()["recovered"]  # type: ignore[misc]
     assert Path(recovered["file"]).read_bytes() == b"not a picture"
-    assert rig.pending_paths() == []
+    [entry] = rig.vfs.status()["pending_uploads"]  # type: ignore[misc]
+    assert entry["local_only"] and "PNG" in entry["refused"]
+    assert await rig.ls(rig.tasks) == ["shot.png"]
 
 
 async def test_image_name_with_image_content_uploads(rig: Rig) -> None:

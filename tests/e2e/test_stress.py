@@ -6,6 +6,7 @@ the server or in the recovery folder, every rm that returned 0 is gone, nothing 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -150,9 +151,14 @@ def test_random_faults_lose_nothing(kb, mounter: Mounter, tmp_path: Path, crash:
         m.allow_errors = True
 
     # Let the background retries drain the spool (failed uploads and stale removals).
-    # (An empty file stays in this mount only, by design: a cp cut short by the kill leaves one.)
+    # (An empty file stays in this mount only, by design: a cp cut short by the kill leaves one;
+    # so does content the server refused for good, as a local-only file copied to the
+    # recovery folder.)
     spool_meta = lambda: [  # noqa: E731
-        x for x in state.rglob("spool/*.json") if x.with_suffix(".data").stat().st_size > 0
+        x
+        for x in state.rglob("spool/*.json")
+        if x.with_suffix(".data").stat().st_size > 0
+        and not json.loads(x.read_text()).get("refused")
     ]
     deadline = time.monotonic() + 120
     while spool_meta() and time.monotonic() < deadline:

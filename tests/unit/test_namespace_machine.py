@@ -3,10 +3,11 @@
 A small model server holds the records; the machine drives ``kbfs.namespace`` the way the
 components do: listings requested and answered late, stale or out of order; files created,
 written, uploaded (confirmed, or with the removal of the old version failing, or with the
-create's answer lost), removed, renamed (open for writing, confirmed through a staging node,
-or to a scratch name); other clients adding and removing files; the kernel looking nodes up
-and forgetting them; reclaim passes. After every step the invariants of the module docstring
-of ``kbfs.namespace.tree`` must hold.
+create's answer lost), refused for good (kept as local-only files) or set aside (an incomplete
+write, moved to the recovery folder), removed, renamed (open for writing, confirmed through a
+staging node, or to a scratch name); other clients adding and removing files; the kernel
+looking nodes up and forgetting them; reclaim passes. After every step the invariants of
+the module docstring of ``kbfs.namespace.tree`` must hold.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from kbfs.client.models import Container, FileRecord
-from kbfs.namespace import moves
+from kbfs.namespace import moves, refusals
 from kbfs.namespace.names import DEFAULT_LOCAL_NAMES
 from kbfs.namespace.nodes import Node, NodeType, file_key, is_doomed
 from kbfs.namespace.tree import Namespace
@@ -191,6 +192,28 @@ class NamespaceMachine(RuleBasedStateMachine):
         name = self.ns.server_name(picked[1])
         copy = self.server.create(container, name)
         self.ns.add_lost(container, (name, float(copy.date), copy.size, None))
+
+    @rule(container=st.sampled_from(CONTAINERS), data=st.data())
+    def refused_for_good(self, container: Container, data: st.DataObject) -> None:
+        """The server refuses a file's unsaved content for good: it stays at its name, local
+        only (Recovery.keep_local)."""
+        picked = self.pick(data, container)
+        if picked is None or picked[1].pending is None or not picked[1].pending.dirty:
+            return
+        name, node = picked
+        assert refusals.keep_refused(self.ns, node)
+        assert node.linked and self.ns.view(container).get(name) == node.ino
+
+    @rule(container=st.sampled_from(CONTAINERS), data=st.data())
+    def set_aside(self, container: Container, data: st.DataObject) -> None:
+        """Unsaved content that must never be uploaded (a write into it failed) goes to the
+        recovery folder (Recovery.recover): the name shows the server's version again."""
+        picked = self.pick(data, container)
+        if picked is None or picked[1].pending is None or picked[1].open_handles:
+            return
+        if self.ns.is_scratch(picked[1]):
+            return  # never uploaded anyway: Recovery leaves scratch files alone
+        self.ns.recovered(picked[1])
 
     @rule(container=st.sampled_from(CONTAINERS), name=st.sampled_from(NAMES))
     def resolve_lost(self, container: Container, name: str) -> None:
