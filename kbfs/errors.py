@@ -91,6 +91,21 @@ class Conflict(FsError):
     errno = errno.EIO
 
 
+class StoredBytesMissing(FsError):
+    """Kanboard 1.2.42 and later refuse to remove a row whose stored bytes are missing
+    (``false``, the row stays, VERSIONS §2.2): retrying cannot help."""
+
+    errno = errno.ENODATA
+
+
+class SharesStorage(FsError):
+    """Removing this row would delete the bytes of another row with the same storage path
+    (Kanboard 1.2.27 and older, VERSIONS §2.1): refused, the other file would lose its
+    content."""
+
+    errno = errno.EBUSY
+
+
 class RequestTimedOut(FsError):
     """The server did not answer within the mount's timeout (retries included)."""
 

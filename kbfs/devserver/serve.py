@@ -33,6 +33,7 @@ from kbfs.devserver.faults import FaultPlan, Stats
 from kbfs.devserver.rpc import DROP, Dispatcher, StreamedAnswer
 from kbfs.devserver.sample import seed_sample_data
 from kbfs.devserver.store import Store
+from kbfs.devserver.versions import Release
 
 __all__ = ["TOKEN_PREFIX", "DevServer", "main", "start_server"]
 
@@ -241,8 +242,11 @@ class DevServer:
         keep_alive: bool = False,
         sample_data: bool = False,
         verbose: bool = False,
+        kanboard_version: str | None = None,
     ) -> None:
         self.store = Store(data_dir)
+        if kanboard_version is not None:
+            self.store.release = Release.parse(kanboard_version)
         if sample_data and self.store.is_new:
             seed_sample_data(self.store)
         self.token = token
@@ -382,6 +386,7 @@ def start_server(
     latency: float = 0.0,
     max_body: int | None = None,
     keep_alive: bool = False,
+    kanboard_version: str | None = None,
 ) -> DevServer:
     """Start a devserver in-process on a background thread (for tests and benchmarks)."""
     Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -396,6 +401,7 @@ def start_server(
         max_body=max_body,
         keep_alive=keep_alive,
         sample_data=sample_data,
+        kanboard_version=kanboard_version,
     )
     return server.start()
 
@@ -462,6 +468,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep connections open (nginx+php-fpm) instead of Connection: close",
     )
+    parser.add_argument(
+        "--kanboard-version",
+        default=None,
+        metavar="VERSION",
+        help="imitate this Kanboard release's rules, 1.2.20 to 1.2.53 (default 1.2.53)",
+    )
     parser.add_argument("--port-file", type=Path, help="write the chosen port here once listening")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
@@ -488,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_alive=args.keep_alive,
             sample_data=args.sample_data,
             verbose=args.verbose,
+            kanboard_version=args.kanboard_version,
         )
     except (OSError, ValueError) as exc:
         print(f"kbfs devserver: {exc}", file=sys.stderr)

@@ -4,12 +4,13 @@ The rules are in SEMANTICS.md ("Writing", "Durability"), the locking in
 docs/notes/upload-concurrency.md. The invariants that matter most: a new version is confirmed
 before the one it replaces is removed; bytes leave the spool only once the server has them or
 has refused them for good; a create whose answer was lost is looked for before anything is
-sent again; uploads of one name to one directory never overlap (API-FACTS §7).
+sent again; uploads of one name to one directory never overlap (API-FACTS §7), and never
+share a server second with an earlier record of that name: their rows would share one stored
+file, which Kanboard 1.2.27 and older delete with either row (VERSIONS §2.1).
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import time
@@ -30,9 +31,16 @@ from kbfs.client.errors import (
 )
 from kbfs.client.models import Container, FileRecord
 from kbfs.client.protocol import KanboardAPI
-from kbfs.errors import Conflict, ContentUnstorable, FsError, UploadFailed, to_errno
+from kbfs.errors import (
+    Conflict,
+    ContentUnstorable,
+    SharesStorage,
+    StoredBytesMissing,
+    UploadFailed,
+    to_errno,
+)
 from kbfs.namespace.names import image_problem
-from kbfs.namespace.nodes import Node, is_doomed, same_file
+from kbfs.namespace.nodes import Node, is_doomed, is_provisional, same_file
 from kbfs.namespace.tree import Namespace, Placed
 from kbfs.remote.refresher import Refresher
 from kbfs.storage.contentcache import ContentCache
@@ -74,6 +82,10 @@ class Uploader:
         self.failures = 0
         self.removals = 0
         self._name_locks: dict[tuple[Container, str], trio.Lock] = {}
+        # The date of the newest record this mount created of each name: the next upload of
+        # that name waits for the server's clock to pass it (see _wait_for_new_second).
+        self._created: dict[tuple[Container, str], int] = {}
+        self.unremovable = 0  # removals Kanboard refused for good (stored bytes missing)
         self._in_flight = 0
         self._idle = trio.Event()
         self._idle.set()
@@ -239,6 +251,9 @@ class Uploader:
     ) -> FileRecord:
         """create*File, written down before sending (a crash mid-request leaves a trace);
         a create whose answer may have been lost is remembered as such."""
+        await self._wait_for_new_second(node, container, name)
+        if container.task_id is not None and not self.client.rules.checks_task_on_create:
+            await self._check_task(container)
         attempt = (time.time(), size, None)
         pending.attempts.append(attempt)
         self.spool.describe(pending, container, name, node.record, node.stale)
@@ -260,6 +275,64 @@ class Uploader:
             raise
         pending.attempts.remove(attempt)
         return await self._confirm(container, new_id, name, size)
+
+    def _latest_date(self, node: Node, container: Container, name: str) -> int | None:
+        """The newest ``date`` among the records of ``name`` in ``container`` this mount
+        knows: listed, hidden, the ones this node replaces, and its own recent uploads."""
+        state = self.ns.directory(container)
+        dates = [r.date for r in state.records.values() if r.name == name]
+        dates += [r.date for r in state.hidden.values() if r.name == name]
+        if node.record is not None and node.container == container:
+            dates.append(node.record.date)
+        dates += [r.date for c, r in node.stale if c == container and r.name == name]
+        created = self._created.get((container, name))
+        if created is not None:
+            dates.append(created)
+        return max(dates, default=None)
+
+    async def _wait_for_new_second(self, node: Node, container: Container, name: str) -> None:
+        """Wait until the server's clock has passed the second of the newest record of this
+        name here: an upload in that same second would get the same storage path, and the
+        removal of the older row would then delete the new bytes on Kanboard 1.2.27 and
+        older (VERSIONS §2.1); on every version both rows would hold the new bytes."""
+        latest = self._latest_date(node, container, name)
+        if latest is None:
+            return
+        waited = await self.client.server_clock.wait_past(latest)
+        if waited:
+            log.debug("%s: waited %.2fs for the server's next second", name, waited)
+
+    async def _check_task(self, container: Container) -> None:
+        """Before Kanboard 1.2.47 createTaskFile checks neither that the task exists nor that
+        it belongs to the project (VERSIONS §2.3): a task moved to another project would get
+        the file anyway, a removed one would leave an orphan on the server's disk. So the
+        task is looked at just before the upload."""
+        assert container.task_id is not None
+        try:
+            task = await self.client.get_task(container.task_id)
+        except NotFound:
+            raise Rejected(
+                f"task {container.task_id} no longer exists", method="createTaskFile"
+            ) from None
+        if task.project_id != container.project_id:
+            raise Rejected(
+                f"task {container.task_id} is now in project {task.project_id}",
+                method="createTaskFile",
+            )
+
+    def _note_created(self, container: Container, record: FileRecord) -> None:
+        """Remember the new record's second (and teach the server clock it): forgotten once
+        the server's clock is past it, so the table stays small."""
+        clock = self.client.server_clock
+        clock.observe(record.date)
+        # A record made up after a failed read-back has the clock's bound as its date: the
+        # real one may be the next second.
+        date = record.date + 1 if is_provisional(record) else record.date
+        key = (container, record.name)
+        self._created[key] = max(date, self._created.get(key, date))
+        if len(self._created) > 64:
+            for stale_key in [k for k, d in self._created.items() if clock.passed(d)]:
+                del self._created[stale_key]
 
     async def _remove_superseded(
         self, node: Node, replaced: list[Placed], listed: set[tuple[Container, int]]
@@ -343,7 +416,7 @@ class Uploader:
                 id=file_id,
                 name=name,
                 size=size,
-                date=int(time.time()),
+                date=int(self.client.server_clock.now() or time.time()),
                 is_image=False,
                 path="",
                 etag=None,
@@ -351,6 +424,7 @@ class Uploader:
                 task_id=container.task_id,
                 user_id=0,
             )
+        self._note_created(container, record)
         if record.size != size:
             log.warning(
                 "file %d: server reports %d bytes, %d were sent (same-second name collision?)",
@@ -362,13 +436,37 @@ class Uploader:
 
     # ------------------------------------------------------------------ removing
 
-    async def remove_remote(self, container: Container, record: FileRecord) -> None:
+    async def remove_remote(
+        self, container: Container, record: FileRecord, *, checked: bool = False
+    ) -> None:
         """remove*File, and when its answer says nothing certain, look at the file itself.
 
         ``false`` means "no such file" or a storage error; a lost or garbled answer may hide a
         removal that happened. Either way get*File tells: gone (or the id now names another
-        file) is success, still there is EIO.
+        file) is success, still there is EIO, or StoredBytesMissing when Kanboard (1.2.42 and
+        later) refuses because the file's stored bytes are gone (VERSIONS §2.2).
+
+        Before that, two checks where the server does not protect the data itself: a project
+        file before Kanboard 1.2.50 is removed only once get*File has shown it still in this
+        project (removeProjectFile removes a file of any project then, VERSIONS §2.4; done
+        by the caller when ``checked``), and a row whose storage path another known row
+        shares is not removed on 1.2.27 and older, where that deletes the other row's bytes.
         """
+        rules = self.client.rules
+        if not checked and container.task_id is None and not rules.checks_project_files:
+            try:
+                current = await self.client.get_file(container, record.id)
+            except NotFound:
+                return  # not in this project (any more): gone, and nothing else is touched
+            if not same_file(current, record):
+                return  # the id now names another file; ours is gone
+        if not rules.keeps_shared_bytes:
+            sharing = self.shares_path(container, record)
+            if sharing is not None:
+                raise SharesStorage(
+                    f"file {record.id} shares its stored bytes with file {sharing.id}: "
+                    "this Kanboard would delete both contents"
+                )
         try:
             await self.client.remove_file(container, record.id)
             return
@@ -387,8 +485,31 @@ class Uploader:
         if record.path and current.version_key != record.version_key:
             return  # the id now belongs to another file; ours is gone
         if isinstance(failure, NotFound):
-            raise FsError(f"the server refused to remove file {record.id}", errno.EIO)
+            log.error(
+                "%s file %d (%r): Kanboard cannot remove a file whose stored bytes are missing",
+                record.kind.value,
+                record.id,
+                record.name,
+            )
+            raise StoredBytesMissing(
+                f"Kanboard cannot remove file {record.id}: its stored bytes are missing"
+            )
         raise failure
+
+    def shares_path(self, container: Container, record: FileRecord) -> FileRecord | None:
+        """Another row this mount keeps whose storage path is ``record``'s (same name, same
+        second: API-FACTS §7), or None. Rows on their way out (doomed) do not count."""
+        if not record.path:
+            return None
+        state = self.ns.directory(container)
+        for other in [*state.records.values(), *state.hidden.values()]:
+            if (
+                other.id != record.id
+                and other.path == record.path
+                and not is_doomed(state.doomed, other)
+            ):
+                return other
+        return None
 
     async def remove_replaced(
         self, container: Container, old: FileRecord, node: Node | None, *, verify: bool = False
@@ -399,8 +520,9 @@ class Uploader:
         If that fails, the new content is safe anyway; the old version stays hidden and its
         removal is retried in the background (after checking it is still the same file).
         """
+        project_check = container.task_id is None and not self.client.rules.checks_project_files
         try:
-            if verify or not old.path or self.queue.needs_check(old):
+            if verify or project_check or not old.path or self.queue.needs_check(old):
                 # Known only from a spool entry, or queued a while ago: the id may have been
                 # reused since (API-FACTS §7), so remove it only if it is still that file.
                 try:
@@ -417,9 +539,23 @@ class Uploader:
                     )
                     self.ns.forget_record(container, old)
                     return True
-            await self.remove_remote(container, old)
+            await self.remove_remote(container, old, checked=True)
             self.removals += 1
             log.debug("removed superseded %s file %d (%r)", old.kind.value, old.id, old.name)
+        except (StoredBytesMissing, SharesStorage) as exc:
+            # Retrying cannot help: the row stays on the server (shown again by the next
+            # listing, where rm reports the same); `kbfs clear` says what it left.
+            log.warning(
+                "%s: the superseded file %d is left on the server: %s",
+                self.ns.path_of(node) if node is not None else container,
+                old.id,
+                exc,
+            )
+            self.unremovable += 1
+            self.queue.done((container, old))
+            self.ns.forget_record(container, old)
+            self.refresher.invalidate(container)
+            return True
         except KanboardError as exc:
             log.warning(
                 "%s: the superseded file %d could not be removed yet (%s); will retry",
