@@ -471,6 +471,14 @@ class FakeKanboard:
             self._release(row)
             del rows[row.id]
 
+    def move_task(self, task_id: int, project_id: int) -> None:
+        """moveTaskToProject: the task and its files (same ids, same paths) change project."""
+        self._db.tasks[task_id].project_id = project_id
+
+    def remove_file_out_of_band(self, container: Container, file_id: int) -> None:
+        """Another client removes a file (its row and, unless shared, its bytes)."""
+        assert self._remove(container, file_id)
+
     def add_user(self, user_id: int, username: str, name: str | None = None) -> None:
         self._db.users[user_id] = (username, name)
 
