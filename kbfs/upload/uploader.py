@@ -254,7 +254,9 @@ class Uploader:
         await self._wait_for_new_second(node, container, name)
         if container.task_id is not None and not self.client.rules.checks_task_on_create:
             await self._check_task(container)
-        attempt = (time.time(), size, None)
+        # When it was sent, by the server's clock: a lost answer's file is looked for among
+        # records dated from then on, and the server's clock may differ from this machine's.
+        attempt = (self.client.server_clock.now() or time.time(), size, None)
         pending.attempts.append(attempt)
         self.spool.describe(pending, container, name, node.record, node.stale)
         try:
