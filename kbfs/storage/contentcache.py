@@ -27,6 +27,7 @@ from pathlib import Path
 
 import trio
 
+from kbfs.client.errors import NotFound
 from kbfs.client.models import Container, FileRecord
 from kbfs.client.protocol import KanboardAPI
 from kbfs.errors import FsError
@@ -267,6 +268,8 @@ class ContentCache:
         final = self.path_for(record)
         part = download.part
         try:
+            if container.task_id is None and not self.client.rules.checks_project_files:
+                await self._check_project_file(container, record)
             sink = _ProgressSink(fd, download, record.size)
             try:
                 written = await self.client.download_file(container, record.id, sink)  # type: ignore[arg-type]
@@ -287,6 +290,16 @@ class ContentCache:
         self._bytes += record.size
         log.debug("cached %s file %d (%d bytes)", record.kind.value, record.id, record.size)
         self.evict()
+
+    async def _check_project_file(self, container: Container, record: FileRecord) -> None:
+        """Before Kanboard 1.2.50 downloadProjectFile sends any project's file of that id
+        (VERSIONS §2.4), and ids are reused (API-FACTS §7): look at the row first, so that
+        another project's file is never served under this name."""
+        current = await self.client.get_file(container, record.id)  # checks the project
+        if current.version_key != record.version_key:
+            raise NotFound(
+                f"project file {record.id} is no longer {record.name!r}", method="getProjectFile"
+            )
 
     def adopt(self, record: FileRecord, source: Path) -> None:
         """Take an uploaded spool file as the cached content of ``record`` (saves a download)."""

@@ -184,3 +184,18 @@ async def test_before_1_2_50_a_project_file_is_removed_only_once_seen_in_its_pro
     await rig.vfs.unlink(await rig.dir(rig.files), "mine.txt")
     assert rig.kb.contents(Container(other)) == {"theirs.txt": b"theirs"}
     assert rig.kb.count("remove_file") == 0
+
+
+async def test_before_1_2_50_another_projects_file_is_never_read_under_a_name(
+    make_rig: RigFactory,
+) -> None:
+    """#6: before 1.2.50 downloadProjectFile sends a file of any project (§2.4 G08): a name
+    whose file went, its id now another project's, must not show that project's bytes."""
+    rig = await old_rig(make_rig, "1.2.49")
+    mine = rig.kb.add_file(rig.files, "mine.txt", b"mine")
+    await rig.ls(rig.files)
+    other = rig.kb.add_project("Beta")
+    rig.kb.remove_file_out_of_band(rig.files, mine)
+    assert rig.kb.add_file(Container(other), "theirs.txt", b"secr") == mine  # same size
+    await raises_errno(errno.EIO, rig.read(rig.files, "mine.txt"))
+    assert rig.kb.count("download_file") == 0  # not one byte of Beta's file fetched
