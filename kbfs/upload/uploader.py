@@ -40,11 +40,12 @@ from kbfs.errors import (
     to_errno,
 )
 from kbfs.namespace.names import image_problem
-from kbfs.namespace.nodes import Node, is_doomed, is_provisional, same_file
+from kbfs.namespace.nodes import Node, is_doomed, same_file
 from kbfs.namespace.tree import Namespace, Placed
 from kbfs.remote.refresher import Refresher
 from kbfs.storage.contentcache import ContentCache
 from kbfs.storage.spool import PendingFile, Spool
+from kbfs.upload.guard import ReleaseGuard
 from kbfs.upload.journal import CleanupQueue
 from kbfs.upload.lost import LostCreates
 
@@ -82,9 +83,7 @@ class Uploader:
         self.failures = 0
         self.removals = 0
         self._name_locks: dict[tuple[Container, str], trio.Lock] = {}
-        # The date of the newest record this mount created of each name: the next upload of
-        # that name waits for the server's clock to pass it (see _wait_for_new_second).
-        self._created: dict[tuple[Container, str], int] = {}
+        self.guard = ReleaseGuard(client, namespace)
         self.unremovable = 0  # removals Kanboard refused for good (stored bytes missing)
         self._in_flight = 0
         self._idle = trio.Event()
@@ -251,9 +250,7 @@ class Uploader:
     ) -> FileRecord:
         """create*File, written down before sending (a crash mid-request leaves a trace);
         a create whose answer may have been lost is remembered as such."""
-        await self._wait_for_new_second(node, container, name)
-        if container.task_id is not None and not self.client.rules.checks_task_on_create:
-            await self._check_task(container)
+        await self.guard.before_create(node, container, name)
         # When it was sent, by the server's clock: a lost answer's file is looked for among
         # records dated from then on, and the server's clock may differ from this machine's.
         attempt = (self.client.server_clock.now() or time.time(), size, None)
@@ -277,64 +274,6 @@ class Uploader:
             raise
         pending.attempts.remove(attempt)
         return await self._confirm(container, new_id, name, size)
-
-    def _latest_date(self, node: Node, container: Container, name: str) -> int | None:
-        """The newest ``date`` among the records of ``name`` in ``container`` this mount
-        knows: listed, hidden, the ones this node replaces, and its own recent uploads."""
-        state = self.ns.directory(container)
-        dates = [r.date for r in state.records.values() if r.name == name]
-        dates += [r.date for r in state.hidden.values() if r.name == name]
-        if node.record is not None and node.container == container:
-            dates.append(node.record.date)
-        dates += [r.date for c, r in node.stale if c == container and r.name == name]
-        created = self._created.get((container, name))
-        if created is not None:
-            dates.append(created)
-        return max(dates, default=None)
-
-    async def _wait_for_new_second(self, node: Node, container: Container, name: str) -> None:
-        """Wait until the server's clock has passed the second of the newest record of this
-        name here: an upload in that same second would get the same storage path, and the
-        removal of the older row would then delete the new bytes on Kanboard 1.2.27 and
-        older (VERSIONS §2.1); on every version both rows would hold the new bytes."""
-        latest = self._latest_date(node, container, name)
-        if latest is None:
-            return
-        waited = await self.client.server_clock.wait_past(latest)
-        if waited:
-            log.debug("%s: waited %.2fs for the server's next second", name, waited)
-
-    async def _check_task(self, container: Container) -> None:
-        """Before Kanboard 1.2.47 createTaskFile checks neither that the task exists nor that
-        it belongs to the project (VERSIONS §2.3): a task moved to another project would get
-        the file anyway, a removed one would leave an orphan on the server's disk. So the
-        task is looked at just before the upload."""
-        assert container.task_id is not None
-        try:
-            task = await self.client.get_task(container.task_id)
-        except NotFound:
-            raise Rejected(
-                f"task {container.task_id} no longer exists", method="createTaskFile"
-            ) from None
-        if task.project_id != container.project_id:
-            raise Rejected(
-                f"task {container.task_id} is now in project {task.project_id}",
-                method="createTaskFile",
-            )
-
-    def _note_created(self, container: Container, record: FileRecord) -> None:
-        """Remember the new record's second (and teach the server clock it): forgotten once
-        the server's clock is past it, so the table stays small."""
-        clock = self.client.server_clock
-        clock.observe(record.date)
-        # A record made up after a failed read-back has the clock's bound as its date: the
-        # real one may be the next second.
-        date = record.date + 1 if is_provisional(record) else record.date
-        key = (container, record.name)
-        self._created[key] = max(date, self._created.get(key, date))
-        if len(self._created) > 64:
-            for stale_key in [k for k, d in self._created.items() if clock.passed(d)]:
-                del self._created[stale_key]
 
     async def _remove_superseded(
         self, node: Node, replaced: list[Placed], listed: set[tuple[Container, int]]
@@ -426,7 +365,7 @@ class Uploader:
                 task_id=container.task_id,
                 user_id=0,
             )
-        self._note_created(container, record)
+        self.guard.note_created(container, record)
         if record.size != size:
             log.warning(
                 "file %d: server reports %d bytes, %d were sent (same-second name collision?)",
@@ -463,7 +402,7 @@ class Uploader:
             if not same_file(current, record):
                 return  # the id now names another file; ours is gone
         if not rules.keeps_shared_bytes:
-            sharing = self.shares_path(container, record)
+            sharing = self.guard.shares_path(container, record)
             if sharing is not None:
                 raise SharesStorage(
                     f"file {record.id} shares its stored bytes with file {sharing.id}: "
@@ -497,21 +436,6 @@ class Uploader:
                 f"Kanboard cannot remove file {record.id}: its stored bytes are missing"
             )
         raise failure
-
-    def shares_path(self, container: Container, record: FileRecord) -> FileRecord | None:
-        """Another row this mount keeps whose storage path is ``record``'s (same name, same
-        second: API-FACTS §7), or None. Rows on their way out (doomed) do not count."""
-        if not record.path:
-            return None
-        state = self.ns.directory(container)
-        for other in [*state.records.values(), *state.hidden.values()]:
-            if (
-                other.id != record.id
-                and other.path == record.path
-                and not is_doomed(state.doomed, other)
-            ):
-                return other
-        return None
 
     async def remove_replaced(
         self, container: Container, old: FileRecord, node: Node | None, *, verify: bool = False
