@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 import trio
 
 from kbfs.client.api import Credentials, KanboardClient
+from kbfs.client.errors import NotFound
+from kbfs.client.models import Container
 from kbfs.client.servertime import ServerClock
 from kbfs.client.versions import ServerRules, parse_version
 
@@ -110,3 +114,37 @@ async def test_the_client_learns_the_server_clock_from_date_headers() -> None:
     assert rules.release == (1, 2, 27) and client.rules is rules
     now = client.server_clock.now()
     assert now is not None and 1_795_993_200 <= now < 1_795_993_260
+
+
+async def test_old_release_answers_are_understood() -> None:
+    """VERSIONS §2.4, §2.5: before 1.2.50 getProjectFile answers null for none and another
+    project's row for a wrong pair (G05, G07); before 1.2.36 getProjectUserRole answers null
+    for no role (Q05); under PHP 7 ids are strings (§5)."""
+    other_project = {"id": 4, "project_id": 9, "name": "x", "path": "projects/9/a", "size": 1,
+                     "is_image": 0, "user_id": 0, "date": 1}  # fmt: skip
+    answers = {
+        ("getProjectFile", 3): None,
+        ("getProjectFile", 4): other_project,
+        ("getProjectUserRole", 1): None,
+        ("getTaskFile", 5): {"id": "5", "task_id": "7", "name": "s", "path": "tasks/7/b",
+                             "size": "2", "is_image": "0", "user_id": "0", "date": "9"},
+    }  # fmt: skip
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        params = body["params"]
+        key = params.get("file_id", params.get("project_id"))
+        result = answers[(body["method"], key)]
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": result})
+
+    client = KanboardClient(
+        "http://kb.test", Credentials("t0ken"), transport=httpx.MockTransport(handler)
+    )
+    async with client:
+        with pytest.raises(NotFound):
+            await client.get_file(Container(1), 3)
+        with pytest.raises(NotFound):  # the row of project 9, asked as a file of project 1
+            await client.get_file(Container(1), 4)
+        assert await client.get_project_user_role(1, 2) is None
+        record = await client.get_file(Container(1, 7), 5)
+        assert (record.id, record.size, record.etag, record.path) == (5, 2, None, "tasks/7/b")
