@@ -33,7 +33,7 @@ from kbfs.devserver.faults import FaultPlan, Stats
 from kbfs.devserver.rpc import DROP, Dispatcher, StreamedAnswer
 from kbfs.devserver.sample import seed_sample_data
 from kbfs.devserver.store import Store
-from kbfs.devserver.versions import Release
+from kbfs.devserver.versions import Release, UnsupportedVersion
 
 __all__ = ["TOKEN_PREFIX", "DevServer", "main", "start_server"]
 
@@ -421,6 +421,13 @@ def _parse_listen(value: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"bad --listen value {value!r}: {exc}") from exc
 
 
+def _kanboard_version(value: str) -> str:
+    try:
+        return str(Release.parse(value))
+    except UnsupportedVersion as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kbfs server",
@@ -470,6 +477,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--kanboard-version",
+        type=_kanboard_version,
         default=None,
         metavar="VERSION",
         help="imitate this Kanboard release's rules, 1.2.20 to 1.2.53 (default 1.2.53)",
