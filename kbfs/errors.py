@@ -97,6 +97,21 @@ class IncompleteContent(FsError):
     write's, so close() tells the writer the same thing its write did."""
 
 
+class StoredBytesMissing(FsError):
+    """Kanboard 1.2.42 and later refuse to remove a row whose stored bytes are missing
+    (``false``, the row stays, kanboard-api §12 row 3): retrying cannot help."""
+
+    errno = errno.ENODATA
+
+
+class SharesStorage(FsError):
+    """Removing this row would delete the bytes of another row with the same storage path
+    (Kanboard 1.2.27 and older, kanboard-api §12 row 1): refused, the other file would lose its
+    content."""
+
+    errno = errno.EBUSY
+
+
 class RequestTimedOut(FsError):
     """The server did not answer within the mount's timeout (retries included)."""
 

@@ -108,9 +108,11 @@ def local_names(options: MountOptions) -> tuple[str, ...]:
 
 
 async def check_server(client: KanboardClient, credentials: Credentials) -> int | None:
-    """One call that proves URL and credentials; returns the user id under user auth."""
+    """Prove URL and credentials, and learn which Kanboard rules apply (the version decides
+    how kbfs uploads and removes, see kbfs.client.versions); the user id under user auth."""
+    rules = await client.read_rules()
+    log.info("server: %s", "; ".join(rules.describe()))
     if credentials.is_app_token:
-        await client.get_version()
         return None
     me = await client.get_me()
     return me.id

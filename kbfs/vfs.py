@@ -340,8 +340,17 @@ class Vfs:
             )
         cache = self.content.statistics()
         client = self.client.statistics()
+        rules = self.client.rules
+        clock = self.client.server_clock
         return {
             "server": self.client.endpoint,
+            "kanboard": {
+                "version": rules.version,
+                "rules": rules.describe(),
+                "second_waits": clock.waits,
+                "seconds_waited": round(clock.waited, 3),
+                "unremovable": self.uploader.unremovable,
+            },
             "pending_uploads": pending,
             "recovered": self.spool.recovered(),
             "cache": {

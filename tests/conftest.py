@@ -40,9 +40,14 @@ def _default_dirs_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 
 
 @pytest.fixture
-def kb(tmp_path: Path) -> Iterator[KanboardServer]:
-    """A devserver with an empty data directory (only the admin user exists)."""
-    server = KanboardServer().start(tmp_path)
+def kb(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[KanboardServer]:
+    """A devserver with an empty data directory (only the admin user exists).
+
+    Parametrized indirectly with a Kanboard release (KANBOARD_VERSIONS in tests/e2e/helpers.py),
+    it keeps that release's rules (``kbfs server --kanboard-version``); 1.2.53 otherwise.
+    """
+    version = getattr(request, "param", None)
+    server = KanboardServer().start(tmp_path, kanboard_version=version)
     try:
         yield server
     finally:

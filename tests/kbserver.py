@@ -44,6 +44,7 @@ class KanboardServer:
         self.passwords: dict[str, str] = {}  # of the users the server created, as it printed them
         self._http: httpx.Client | None = None
         self._next_id = 0
+        self.kanboard_version = "1.2.53"  # the release whose rules the server keeps
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -53,6 +54,7 @@ class KanboardServer:
         sample_data: bool = False,
         extra_args: Sequence[str] = (),
         timeout: float = 120,
+        kanboard_version: str | None = None,
     ) -> KanboardServer:
         """Launch ``python -m kbfs.devserver`` on a free loopback port and wait until it listens.
 
@@ -72,6 +74,9 @@ class KanboardServer:
         ]  # fmt: skip
         if sample_data:
             args.append("--sample-data")
+        if kanboard_version is not None:
+            args += ["--kanboard-version", kanboard_version]
+            self.kanboard_version = kanboard_version
         args.extend(extra_args)
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
@@ -124,6 +129,18 @@ class KanboardServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def before(self, release: str) -> bool:
+        """Whether the imitated Kanboard is older than ``release`` (e.g. "1.2.47")."""
+
+        def number(text: str) -> tuple[int, ...]:
+            return tuple(int(x) for x in text.split("."))
+
+        return number(self.kanboard_version) < number(release)
+
+    def storage_file(self, path: str) -> Path:
+        """Where the server keeps the bytes of a file row's ``path``."""
+        return self.data_dir / "files" / path
 
     @property
     def port(self) -> int:

@@ -48,7 +48,9 @@ from kbfs.client.errors import (
     Rejected,
 )
 from kbfs.client.models import Container, FileRecord, Kind, Project, Task, User
+from kbfs.client.servertime import ServerClock
 from kbfs.client.transport import RpcTransport
+from kbfs.client.versions import ServerRules
 
 __all__ = ["ClientStats", "Credentials", "KanboardClient", "normalise_endpoint"]
 
@@ -158,6 +160,8 @@ class KanboardClient:
             proxy=proxy,
             secret_source=secret_source,
         )
+        # The oldest rules until the server says which release it is (read_rules).
+        self._rules = ServerRules.of(None)
 
     def __repr__(self) -> str:
         return f"KanboardClient({self.endpoint!r}, user={self._credentials.username!r})"
@@ -183,6 +187,16 @@ class KanboardClient:
     def reload_secret(self) -> bool:
         """Read the secret again from ``secret_source`` (SIGHUP); whether it changed."""
         return self._rpc.reload_secret()
+
+    @property
+    def rules(self) -> ServerRules:
+        """The behaviours of the server's release (see kbfs.client.versions)."""
+        return self._rules
+
+    @property
+    def server_clock(self) -> ServerClock:
+        """The server's clock as its answers show it (see kbfs.client.servertime)."""
+        return self._rpc.server_clock
 
     def statistics(self) -> ClientStats:
         return ClientStats(http_requests=self._rpc.http_requests, calls=self._rpc.call_counts())
@@ -210,6 +224,15 @@ class KanboardClient:
         if not isinstance(result, str):
             raise ProtocolError("version is not a string", method="getVersion")
         return result
+
+    async def read_rules(self) -> ServerRules:
+        """Ask the server's version and keep the rules it implies in ``rules``."""
+        try:
+            version: str | None = await self.get_version()
+        except (ProtocolError, PermissionDenied):
+            version = None  # unknown release: the oldest rules
+        self._rules = ServerRules.of(version)
+        return self._rules
 
     async def get_me(self) -> User:
         """The logged-in user. PermissionDenied with the app token (getMe needs user auth)."""

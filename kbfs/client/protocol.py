@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from kbfs.client.api import ClientStats
     from kbfs.client.errors import KanboardError
     from kbfs.client.models import Container, FileRecord, Project, Task
+    from kbfs.client.servertime import ServerClock
+    from kbfs.client.versions import ServerRules
 
 __all__ = ["KanboardAPI"]
 
@@ -32,6 +34,16 @@ class KanboardAPI(Protocol):
     @property
     def endpoint(self) -> str:
         """The normalised ``.../jsonrpc.php`` URL (names the spool and cache directories)."""
+        ...
+
+    @property
+    def rules(self) -> ServerRules:
+        """The behaviours of the server's Kanboard release (read at mount)."""
+        ...
+
+    @property
+    def server_clock(self) -> ServerClock:
+        """A lower bound of the server's clock, from its answers."""
         ...
 
     def statistics(self) -> ClientStats:
@@ -48,6 +60,10 @@ class KanboardAPI(Protocol):
 
     async def get_all_tasks_any_status(self, project_id: int) -> list[Task]:
         """Open and closed tasks of a project, sorted by id."""
+        ...
+
+    async def get_task(self, task_id: int) -> Task:
+        """One task (its project); NotFound if there is none."""
         ...
 
     async def list_files(self, container: Container) -> list[FileRecord]:

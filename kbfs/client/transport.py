@@ -36,6 +36,7 @@ from kbfs.client.errors import (
     ServerError,
     TransportError,
 )
+from kbfs.client.servertime import ServerClock
 from kbfs.client.streams import (
     ArraySplitter,
     ResultStream,
@@ -97,6 +98,9 @@ class RpcTransport:
         self._ids = itertools.count(1)
         self._http_requests = 0
         self._calls: Counter[str] = Counter()
+        # Every answer's Date header: the server's clock, for uploads that must not share a
+        # second with an earlier record of their name (see kbfs.client.servertime).
+        self.server_clock = ServerClock()
         kwargs: dict[str, Any] = {}
         if transport is not None:
             kwargs["transport"] = transport
@@ -319,6 +323,7 @@ class RpcTransport:
                     "POST", self.endpoint, content=content, headers=headers
                 ) as response:
                     status = response.status_code
+                    self.server_clock.observe_http_date(response.headers.get("date"))
                     body = await self._read_capped(response, label, MAX_BODY)
                     self._check_status(label, response, body)
         except trio.TooSlowError:
@@ -466,6 +471,7 @@ class RpcTransport:
         async with self._client.stream(
             "POST", self.endpoint, content=body, headers=JSON_HEADERS
         ) as response:
+            self.server_clock.observe_http_date(response.headers.get("date"))
             if not 200 <= response.status_code < 300:
                 data = await self._read_capped(response, method, MAX_BODY)
                 self._check_status(method, response, data)

@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from kbfs.client.errors import KanboardError
+from kbfs.client.errors import KanboardError, Rejected
 from kbfs.namespace.nodes import ROOT_INO
 from kbfs.vfs import Vfs
 
@@ -55,6 +55,10 @@ async def clear_directory(vfs: Vfs, rel_path: str) -> dict[str, Any]:
     on_server = [name for name, n in before if n.record is not None]
     try:
         await vfs.client.remove_all_files(node.container)
+    except Rejected:
+        # From Kanboard 1.2.42 a file whose stored bytes are missing cannot be removed, and
+        # removeAll* answers false once it met one (the others are gone): say what is left.
+        return await _report_left(vfs, node.ino, shown)
     except KanboardError as exc:
         return {"error": f"Kanboard refused to clear {shown}: {exc}"}
     log.info("cleared %s (%d file(s)) with one call", shown, len(on_server))
@@ -68,3 +72,19 @@ async def clear_directory(vfs: Vfs, rel_path: str) -> dict[str, Any]:
     # directory empty when "kbfs clear" returns.
     await trio.sleep(vfs.config.kernel_cache_timeout)
     return {"removed": len(on_server), "path": shown, "kind": node.container.kind.value}
+
+
+async def _report_left(vfs: Vfs, ino: int, shown: str) -> dict[str, Any]:
+    """After a refused removeAll*: the files still listed, named in the error."""
+    try:
+        await vfs.refresh(ino)
+        left = sorted(name for name, n in await vfs.list_dir(ino) if n.record is not None)
+    except KanboardError as exc:
+        return {"error": f"Kanboard did not clear all of {shown}, and listing it failed: {exc}"}
+    log.warning("clearing %s left %d file(s): %s", shown, len(left), ", ".join(left))
+    return {
+        "error": f"Kanboard could not remove {len(left)} file(s) of {shown}"
+        f" ({', '.join(left[:5])}{', ...' if len(left) > 5 else ''}):"
+        " Kanboard cannot remove a file whose stored bytes are missing",
+        "left": left,
+    }

@@ -295,6 +295,21 @@ def format_found(found: Found, now: float | None = None) -> str:
         f"  server   {vfs.get('server') or data.get('url')} as {data.get('user')}"
         f"{'  (read-only)' if data.get('read_only') else ''}"
     )
+    kanboard = vfs.get("kanboard") or {}
+    if kanboard:
+        rules = kanboard.get("rules") or []
+        lines.append(f"  kanboard {kanboard.get('version')}: {rules[0] if rules else ''}")
+        lines.extend(f"    {rule}" for rule in rules[1:])
+        if kanboard.get("second_waits"):
+            lines.append(
+                f"    {kanboard['second_waits']} upload(s) waited for the server's next second"
+                f" ({kanboard.get('seconds_waited', 0)} s)"
+            )
+        if kanboard.get("unremovable"):
+            lines.append(
+                f"    {kanboard['unremovable']} superseded file(s) left on the server: their"
+                " stored bytes are missing, or another file shares them"
+            )
     lines.append(f"  process  pid {data.get('pid')}, up {_ago(now - data.get('started', now))}")
     if found.problem:
         lines.append(f"  WARNING  {found.problem}")

@@ -3,7 +3,8 @@
 Task and project files share one set of rules and differ only in table, owner column and storage
 prefix, so both go through :class:`AttachmentStore` with a :data:`FileKind`.  The rules a client
 can observe (same-second storage collisions, shared-path removal, byte-cut names, orphans left
-by failed uploads) are reproduced on purpose.
+by failed uploads) are reproduced on purpose, each the way the imitated release has it
+(:attr:`AttachmentStore.release`, see :mod:`kbfs.devserver.versions`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import sqlite3
 import threading
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any, BinaryIO, Literal
 from kbfs.devserver.database import Database
 from kbfs.devserver.images import image_size
 from kbfs.devserver.php import PhpTypeError, to_php_string, valid_path_id
+from kbfs.devserver.versions import DEFAULT, Release
 
 __all__ = ["AttachmentStore", "FileKind", "InvalidPathId", "is_image_name"]
 
@@ -51,6 +54,9 @@ def is_image_name(name: str) -> bool:
 class AttachmentStore(Database):
     """Task and project files: their rows in SQLite and their contents under ``files/``."""
 
+    #: The Kanboard release whose rules apply (set once, before the server starts).
+    release: Release = DEFAULT
+
     def file(self, kind: FileKind, file_id: int | None) -> dict[str, Any] | None:
         """The raw file row plus ``etag`` (getTaskFile / getProjectFile shape), or None."""
         if file_id is None:
@@ -61,7 +67,8 @@ class AttachmentStore(Database):
         if row is None:
             return None
         result = dict(row)
-        result["etag"] = _etag(result["path"])
+        if self.release.etag:
+            result["etag"] = _etag(result["path"])
         return result
 
     def files(self, kind: FileKind, owner_id: int | None) -> list[dict[str, Any]]:
@@ -78,7 +85,8 @@ class AttachmentStore(Database):
         result = []
         for row in rows:
             item = dict(row)
-            item["etag"] = _etag(item["path"])
+            if self.release.etag:
+                item["etag"] = _etag(item["path"])
             result.append(item)
         return result
 
@@ -118,16 +126,21 @@ class AttachmentStore(Database):
         that does not exist), again leaving the written file orphaned.
         """
         owner_id = valid_path_id(owner_ref)
-        if owner_id is None:
+        if owner_id is None and self.release.checks_task_on_create:
             raise InvalidPathId("Invalid ID provided for file path generation")
+        # Before 1.2.47 the id goes into the path as PHP prints it (projects/0/…, -1, abc):
+        # the stored file is written, then the row's foreign key fails (kanboard-api §12 row 4).
+        owner_dir = str(owner_id) if owner_id is not None else _path_id(owner_ref)
         bad_name = isinstance(filename, (list, dict))
         name = "Array" if bad_name else to_php_string(filename)
         name_bytes = name.encode("utf-8", "surrogatepass")
         with self.lock:
             now = self.now()
             digest = hashlib.sha1(name_bytes + str(now).encode()).hexdigest()
-            path = f"{_FILE_PREFIX[kind]}/{owner_id}/{digest}"
+            path = f"{_FILE_PREFIX[kind]}/{owner_dir}/{digest}"
             self._write(path, data)
+            if owner_id is None:
+                return None
             if bad_name:
                 raise PhpTypeError("pathinfo(): Argument #1 ($path) must be of type string")
             image = is_image_name(name)
@@ -199,18 +212,22 @@ class AttachmentStore(Database):
         return all(results)
 
     def _release_storage(self, table: str, path: str) -> bool:
-        """Unlink the stored file unless another row (in either table) still references it."""
+        """Unlink the stored file unless another row (in either table) still references it.
+
+        Before 1.2.28 it is unlinked whatever other rows share it (their bytes go too), and
+        before 1.2.42 a stored file already missing is no error (kanboard-api §12 row 1, §2.2).
+        """
         users = sum(
             int(self._db.execute(f"SELECT COUNT(*) FROM {t} WHERE path = ?", (path,)).fetchone()[0])
             for t in _FILE_TABLE.values()
         )
-        if users > 1:
+        if users > 1 and self.release.keeps_shared_bytes:
             return True
         target = self.storage_path(path)
         try:
             target.unlink()
         except FileNotFoundError:
-            return False
+            return not self.release.refuses_missing_bytes_removal
         with contextlib.suppress(OSError):
             target.parent.rmdir()  # Kanboard drops the empty tasks/<id>/ directory
         return True
@@ -222,6 +239,15 @@ class AttachmentStore(Database):
             self._release_storage(table, row["path"])
             with self._tx() as db:
                 db.execute(f"DELETE FROM {table} WHERE id = ?", (row["id"],))
+
+
+def _path_id(value: Any) -> str:
+    """An owner id as PHP's string interpolation prints it into a storage path."""
+    try:
+        text = to_php_string(value) or "0"
+    except PhpTypeError:
+        text = "Array"
+    return re.sub(r"[^0-9A-Za-z_.-]|\.\.", "_", text)[:64]  # never outside files/
 
 
 def _etag(path: str | None) -> str:

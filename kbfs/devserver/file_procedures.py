@@ -1,5 +1,8 @@
 """JSON-RPC procedures of task and project attachments (kanboard-api §3, §5-§8, §11).
 
+Where Kanboard releases differ, the procedure asks ``call.store.release`` (see
+:mod:`kbfs.devserver.versions`; docs/kanboard-api.md §12 numbers the differences).
+
 Downloads return a :class:`Content` rather than a string: the dispatcher streams it base64-encoded
 into the answer, so a large file never sits in memory as one encoded string.
 """
@@ -70,6 +73,10 @@ def _upload(call: Call, kind: FileKind, owner: Any, filename: Any, blob: Any) ->
 @PROCEDURES.procedure("createTaskFile")
 def create_task_file(call: Call, project_id: Any, task_id: Any, filename: Any, blob: Any) -> Any:
     call.require_project(project_id, MEMBER)
+    if not call.store.release.checks_task_on_create:
+        # Before 1.2.47 (#4): the task is not looked at, only the project's permission; a
+        # task of another project gets the file, a missing one leaves an orphan stored file.
+        return _upload(call, "task", task_id, filename, blob)
     task = call.store.task(sql_id(task_id))
     if task is None or not loose_equals_int(int(task["project_id"]), project_id):
         return False
@@ -113,8 +120,11 @@ def remove_all_task_files(call: Call, task_id: Any) -> Any:
 
 
 def _project_file(call: Call, project_id: Any, file_id: Any) -> dict[str, Any] | None:
+    """The file row if it is in that project; before 1.2.50 (#6) any project's file."""
     row = call.store.file("project", sql_id(file_id))
-    if row is None or int(row["project_id"]) != php_int(project_id):
+    if row is None:
+        return None
+    if call.store.release.checks_project_files and int(row["project_id"]) != php_int(project_id):
         return None
     return row
 
@@ -135,7 +145,10 @@ def get_all_project_files(call: Call, project_id: Any) -> Any:
 def get_project_file(call: Call, project_id: Any, file_id: Any) -> Any:
     call.require_project(project_id, VIEWER)
     row = _project_file(call, project_id, file_id)
-    return row if row is not None else False
+    if row is None:
+        # #7: the procedure's own false from 1.2.50, PicoDb's findOne() null before.
+        return False if call.store.release.checks_project_files else None
+    return row
 
 
 @PROCEDURES.procedure("downloadProjectFile")

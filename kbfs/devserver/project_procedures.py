@@ -11,11 +11,13 @@ from typing import Any
 from kbfs.devserver.php import sql_id, to_php_string
 from kbfs.devserver.registry import MANAGER, MEMBER, VIEWER, Call, ProcedureTable
 from kbfs.devserver.schema import COLORS
+from kbfs.devserver.versions import DEFAULT
 
 __all__ = ["BASE_URL", "PROCEDURES", "VERSION"]
 
 #: getVersion's answer: the Kanboard release we imitate, tagged so nobody mistakes us for it.
-VERSION = "1.2.53-kbfs-devserver"
+VERSION_SUFFIX = "-kbfs-devserver"
+VERSION = "1.2.53" + VERSION_SUFFIX
 BASE_URL = "http://localhost/"  # Kanboard with an empty application_url
 
 PROCEDURES = ProcedureTable()
@@ -48,12 +50,20 @@ def _task_out(task: dict[str, Any] | None) -> dict[str, Any] | None:
 
 @PROCEDURES.procedure("getVersion")
 def get_version(call: Call) -> str:
-    return VERSION
+    release = call.store.release
+    return VERSION if release == DEFAULT else f"{release}{VERSION_SUFFIX}"
+
+
+def _user_out(call: Call, user: dict[str, Any] | None) -> Any:
+    """A user row; without ``theme`` before 1.2.29 (#9)."""
+    if user is None or call.store.release.theme:
+        return user
+    return {k: v for k, v in user.items() if k != "theme"}
 
 
 @PROCEDURES.procedure("getMe", user_only=True)
 def get_me(call: Call) -> Any:
-    return call.user
+    return _user_out(call, call.user)
 
 
 @PROCEDURES.procedure("getMyProjects", user_only=True)
@@ -91,7 +101,7 @@ def create_user(
 @PROCEDURES.procedure("getUser", app_role="app-admin")
 def get_user(call: Call, user_id: Any) -> Any:
     ident = sql_id(user_id)
-    return call.store.user_by_id(ident) if ident is not None else None
+    return _user_out(call, call.store.user_by_id(ident) if ident is not None else None)
 
 
 # Projects
@@ -178,7 +188,8 @@ def add_project_user(
 def get_project_user_role(call: Call, project_id: Any, user_id: Any) -> Any:
     call.require_project(project_id, VIEWER)
     ident = sql_id(user_id)
-    return call.store.project_role(sql_id(project_id), ident) if ident is not None else ""
+    role = call.store.project_role(sql_id(project_id), ident) if ident is not None else ""
+    return role if role or call.store.release.empty_role_is_string else None  # #8
 
 
 # Tasks

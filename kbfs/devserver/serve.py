@@ -40,6 +40,7 @@ from kbfs.devserver.faults import FaultPlan, Stats
 from kbfs.devserver.rpc import DROP, Dispatcher, StreamedAnswer
 from kbfs.devserver.sample import seed_sample_data
 from kbfs.devserver.store import Store
+from kbfs.devserver.versions import Release, UnsupportedVersion
 
 __all__ = ["TOKEN_PREFIX", "DevServer", "main", "start_server"]
 
@@ -310,11 +311,14 @@ class DevServer:
         keep_alive: bool = False,
         sample_data: bool = False,
         verbose: bool = False,
+        kanboard_version: str | None = None,
     ) -> None:
         self.store = Store(data_dir)
         #: Passwords of the users created by this start (shown once, at start); empty when
         #: the data directory already had its users.
         self.passwords = dict(self.store.new_passwords)
+        if kanboard_version is not None:
+            self.store.release = Release.parse(kanboard_version)
         if sample_data and self.store.is_new:
             self.passwords.update(seed_sample_data(self.store))
         self.token = token
@@ -464,6 +468,7 @@ def start_server(
     latency: float = 0.0,
     max_body: int | None = DEFAULT_MAX_BODY,
     keep_alive: bool = False,
+    kanboard_version: str | None = None,
 ) -> DevServer:
     """Start a devserver in-process on a background thread (for tests and benchmarks)."""
     Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -478,6 +483,7 @@ def start_server(
         max_body=max_body,
         keep_alive=keep_alive,
         sample_data=sample_data,
+        kanboard_version=kanboard_version,
     )
     return server.start()
 
@@ -495,6 +501,13 @@ def _parse_listen(value: str) -> tuple[str, int]:
         if host == "localhost":
             return "127.0.0.1", int(port)
         raise argparse.ArgumentTypeError(f"bad --listen value {value!r}: {exc}") from exc
+
+
+def _kanboard_version(value: str) -> str:
+    try:
+        return str(Release.parse(value))
+    except UnsupportedVersion as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -546,6 +559,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep connections open (nginx+php-fpm) instead of Connection: close",
     )
+    parser.add_argument(
+        "--kanboard-version",
+        type=_kanboard_version,
+        default=None,
+        metavar="VERSION",
+        help="imitate this Kanboard release's rules, 1.2.20 to 1.2.53 (default 1.2.53)",
+    )
     parser.add_argument("--port-file", type=Path, help="write the chosen port here once listening")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
@@ -572,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_alive=args.keep_alive,
             sample_data=args.sample_data,
             verbose=args.verbose,
+            kanboard_version=args.kanboard_version,
         )
     except (OSError, ValueError) as exc:
         print(f"kbfs devserver: {exc}", file=sys.stderr)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import trio
 
-from kbfs.client.errors import KanboardError
+from kbfs.client.errors import KanboardError, NotFound
 from kbfs.client.models import Container, FileRecord
 from kbfs.client.protocol import KanboardAPI
 from kbfs.errors import FsError
@@ -368,6 +368,8 @@ class ContentCache:
         final = self.path_for(record)
         part = download.part
         try:
+            if container.task_id is None and not self.client.rules.checks_project_files:
+                await self._check_project_file(container, record)
             sink = _ProgressSink(fd, download, record.size)
             try:
                 written = await self.client.download_file(container, record.id, sink)  # type: ignore[arg-type]
@@ -418,7 +420,12 @@ class ContentCache:
         failed = self._batch_failed_at
         if failed is not None and trio.current_time() - failed < self.BATCH_PAUSE:
             return  # a server that cannot answer batches is not asked again at every open
-        todo = [(c, r) for c, r in items if not self.fetching(r)]
+        # Before 1.2.50 a project file's download must follow a look at its row (see
+        # _check_project_file): those are left to single downloads.
+        checked = self.client.rules.checks_project_files
+        todo = [
+            (c, r) for c, r in items if not self.fetching(r) and (c.task_id is not None or checked)
+        ]
         if not todo:
             return
         for _, record in todo:
@@ -491,6 +498,16 @@ class ContentCache:
             return
         self._downloads_n += 1
         self._bytes += record.size
+
+    async def _check_project_file(self, container: Container, record: FileRecord) -> None:
+        """Before Kanboard 1.2.50 downloadProjectFile sends any project's file of that id
+        (kanboard-api §12 row 6), and ids are reused (kanboard-api §7): look at the row
+        first, so that another project's file is never served under this name."""
+        current = await self.client.get_file(container, record.id)  # checks the project
+        if current.version_key != record.version_key:
+            raise NotFound(
+                f"project file {record.id} is no longer {record.name!r}", method="getProjectFile"
+            )
 
     def adopt(self, record: FileRecord, source: Path) -> None:
         """Take an uploaded spool file as the cached content of ``record`` (saves a download)."""

@@ -4,12 +4,13 @@ The rules are in SEMANTICS.md ("Writing", "Durability"), the locking in
 docs/notes/upload-concurrency.md. The invariants that matter most: a new version is confirmed
 before the one it replaces is removed; bytes leave the spool only once the server has them or
 has refused them for good; a create whose answer was lost is looked for before anything is
-sent again; uploads of one name to one directory never overlap (kanboard-api §7).
+sent again; uploads of one name to one directory never overlap (kanboard-api §7), and never
+share a server second with an earlier record of that name: their rows would share one stored
+file, which Kanboard 1.2.27 and older delete with either row (kanboard-api §12).
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections.abc import Callable
@@ -32,8 +33,9 @@ from kbfs.client.protocol import KanboardAPI
 from kbfs.errors import (
     Conflict,
     ContentUnstorable,
-    FsError,
     IncompleteContent,
+    SharesStorage,
+    StoredBytesMissing,
     UploadFailed,
     to_errno,
 )
@@ -43,6 +45,7 @@ from kbfs.namespace.tree import Namespace, Placed
 from kbfs.remote.refresher import Refresher
 from kbfs.storage.contentcache import ContentCache
 from kbfs.storage.spool import PendingFile, Spool
+from kbfs.upload.guard import ReleaseGuard
 from kbfs.upload.journal import CleanupQueue
 from kbfs.upload.lost import LostCreates
 
@@ -80,6 +83,8 @@ class Uploader:
         self.failures = 0
         self.removals = 0
         self._name_locks: dict[tuple[Container, str], trio.Lock] = {}
+        self.guard = ReleaseGuard(client, namespace)
+        self.unremovable = 0  # removals Kanboard refused for good (stored bytes missing)
         self._in_flight = 0
         self._idle = trio.Event()
         self._idle.set()
@@ -253,7 +258,10 @@ class Uploader:
     ) -> FileRecord:
         """create*File, written down before sending (a crash mid-request leaves a trace);
         a create whose answer may have been lost is remembered as such."""
-        attempt = (time.time(), size, None)
+        await self.guard.before_create(node, container, name)
+        # When it was sent, by the server's clock: a lost answer's file is looked for among
+        # records dated from then on, and the server's clock may differ from this machine's.
+        attempt = (self.client.server_clock.now() or time.time(), size, None)
         pending.attempts.append(attempt)
         self.spool.describe(pending, container, name, node.record, node.stale)
         try:
@@ -358,7 +366,7 @@ class Uploader:
                 id=file_id,
                 name=name,
                 size=size,
-                date=int(time.time()),
+                date=int(self.client.server_clock.now() or time.time()),
                 is_image=False,
                 path="",
                 etag=None,
@@ -366,6 +374,7 @@ class Uploader:
                 task_id=container.task_id,
                 user_id=0,
             )
+        self.guard.note_created(container, record)
         if record.size != size:
             log.warning(
                 "file %d: server reports %d bytes, %d were sent (same-second name collision?)",
@@ -377,13 +386,37 @@ class Uploader:
 
     # ------------------------------------------------------------------ removing
 
-    async def remove_remote(self, container: Container, record: FileRecord) -> None:
+    async def remove_remote(
+        self, container: Container, record: FileRecord, *, checked: bool = False
+    ) -> None:
         """remove*File, and when its answer says nothing certain, look at the file itself.
 
         ``false`` means "no such file" or a storage error; a lost or garbled answer may hide a
         removal that happened. Either way get*File tells: gone (or the id now names another
-        file) is success, still there is EIO.
+        file) is success, still there is EIO, or StoredBytesMissing when Kanboard (1.2.42 and
+        later) refuses because the file's stored bytes are gone (kanboard-api §12 row 3).
+
+        Before that, two checks where the server does not protect the data itself: a project
+        file before Kanboard 1.2.50 is removed only once get*File has shown it still in this
+        project (removeProjectFile removes a file of any project then, kanboard-api §12 row 6; done
+        by the caller when ``checked``), and a row whose storage path another known row
+        shares is not removed on 1.2.27 and older, where that deletes the other row's bytes.
         """
+        rules = self.client.rules
+        if not checked and container.task_id is None and not rules.checks_project_files:
+            try:
+                current = await self.client.get_file(container, record.id)
+            except NotFound:
+                return  # not in this project (any more): gone, and nothing else is touched
+            if not same_file(current, record):
+                return  # the id now names another file; ours is gone
+        if not rules.keeps_shared_bytes:
+            sharing = self.guard.shares_path(container, record)
+            if sharing is not None:
+                raise SharesStorage(
+                    f"file {record.id} shares its stored bytes with file {sharing.id}: "
+                    "this Kanboard would delete both contents"
+                )
         try:
             await self.client.remove_file(container, record.id)
             return
@@ -402,7 +435,15 @@ class Uploader:
         if record.path and current.version_key != record.version_key:
             return  # the id now belongs to another file; ours is gone
         if isinstance(failure, NotFound):
-            raise FsError(f"the server refused to remove file {record.id}", errno.EIO)
+            log.error(
+                "%s file %d (%r): Kanboard cannot remove a file whose stored bytes are missing",
+                record.kind.value,
+                record.id,
+                record.name,
+            )
+            raise StoredBytesMissing(
+                f"Kanboard cannot remove file {record.id}: its stored bytes are missing"
+            )
         raise failure
 
     async def remove_replaced(
@@ -414,8 +455,9 @@ class Uploader:
         If that fails, the new content is safe anyway; the old version stays hidden and its
         removal is retried in the background (after checking it is still the same file).
         """
+        project_check = container.task_id is None and not self.client.rules.checks_project_files
         try:
-            if verify or not old.path or self.queue.needs_check(old):
+            if verify or project_check or not old.path or self.queue.needs_check(old):
                 # Known only from a spool entry, or queued a while ago: the id may have been
                 # reused since (kanboard-api §7), so remove it only if it is still that file.
                 try:
@@ -432,9 +474,23 @@ class Uploader:
                     )
                     self.ns.forget_record(container, old)
                     return True
-            await self.remove_remote(container, old)
+            await self.remove_remote(container, old, checked=True)
             self.removals += 1
             log.debug("removed superseded %s file %d (%r)", old.kind.value, old.id, old.name)
+        except (StoredBytesMissing, SharesStorage) as exc:
+            # Retrying cannot help: the row stays on the server (shown again by the next
+            # listing, where rm reports the same); `kbfs clear` says what it left.
+            log.warning(
+                "%s: the superseded file %d is left on the server: %s",
+                self.ns.path_of(node) if node is not None else container,
+                old.id,
+                exc,
+            )
+            self.unremovable += 1
+            self.queue.done((container, old))
+            self.ns.forget_record(container, old)
+            self.refresher.invalidate(container)
+            return True
         except KanboardError as exc:
             log.warning(
                 "%s: the superseded file %d could not be removed yet (%s); will retry",

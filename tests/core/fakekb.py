@@ -21,6 +21,13 @@ Kanboard 1.2.53 was observed to do (the § numbers of the API facts cited across
 * records are built as the JSON Kanboard sends (the listing shape with ``username``, the
   ``get*File`` shape without) and parsed by the client's own ``FileRecord.from_json``.
 
+``FakeKanboard(version="1.2.20")`` keeps the older rules instead (VERSIONS.md §1): removing a
+row deletes the stored bytes even when another row shares them (before 1.2.28), no ``etag``
+(before 1.2.38), a row whose bytes are missing is removed anyway (before 1.2.42),
+``createTaskFile`` checks no task (before 1.2.47), the project-file procedures ignore the
+project (before 1.2.50). Its ``server_clock`` is the date clock itself: a wait for the next
+server second moves that clock on at once, so the core tests never sleep.
+
 Failure injection follows mountpoint-s3's countdown-failure client: a counter per method,
 "let N calls of M through, then fail the next ones with E" (``fail``), plus "the call takes
 effect on the server but its answer is lost" (``lose_answer``) for the calls that change
@@ -51,6 +58,8 @@ from kbfs.client.errors import (
     TransportError,
 )
 from kbfs.client.models import Container, FileRecord, Kind, Project, Task
+from kbfs.client.servertime import ServerClock
+from kbfs.client.versions import ServerRules
 
 __all__ = ["Call", "DateClock", "FakeKanboard", "Gate", "ManualClock"]
 
@@ -92,6 +101,31 @@ class DateClock:
             self._frozen += seconds
         else:
             self._offset += seconds
+
+
+class FakeServerClock(ServerClock):
+    """The fake server's clock as the core sees it: exactly its DateClock. Waiting for a
+    second to pass moves the DateClock on (time "passes" at once), counted in ``waits``."""
+
+    def __init__(self, dates: DateClock) -> None:
+        super().__init__()
+        self.dates = dates
+
+    def observe(self, server_seconds: float) -> None:
+        pass  # the fake knows its own clock
+
+    def now(self) -> float | None:
+        return self.dates()
+
+    async def wait_past(self, second: int) -> float:
+        delay = second + 1 - self.dates()
+        if delay <= 0:
+            return 0.0
+        self.waits += 1
+        self.waited += delay
+        self.dates.advance(delay)
+        await trio.lowlevel.checkpoint()
+        return delay
 
 
 class ManualClock:
@@ -201,8 +235,12 @@ class FakeKanboard:
     """An in-memory Kanboard (see the module docstring). Uses the app token: uploads get
     ``user_id`` 0 unless ``user_id`` is given, and no project-level permission checks run."""
 
-    def __init__(self, *, user_id: int = 0, dates: DateClock | None = None) -> None:
+    def __init__(
+        self, *, user_id: int = 0, dates: DateClock | None = None, version: str = "1.2.53"
+    ) -> None:
         self.dates = dates or DateClock()
+        self._rules = ServerRules.of(version)
+        self._server_clock = FakeServerClock(self.dates)
         self.user_id = user_id
         self.calls: Counter[str] = Counter()
         self.log: list[Call] = []
@@ -215,6 +253,14 @@ class FakeKanboard:
     @property
     def endpoint(self) -> str:
         return ENDPOINT
+
+    @property
+    def rules(self) -> ServerRules:
+        return self._rules
+
+    @property
+    def server_clock(self) -> FakeServerClock:
+        return self._server_clock
 
     def statistics(self) -> ClientStats:
         return ClientStats(http_requests=sum(self.calls.values()), calls=dict(self.calls))
@@ -240,6 +286,15 @@ class FakeKanboard:
             call.outcome = "ok"
         return tasks
 
+    async def get_task(self, task_id: int) -> Task:
+        async with self._call("get_task", task_id) as call:
+            task = self._db.tasks.get(task_id)
+            if task is None:
+                call.outcome = "refused"
+                raise NotFound(f"no task {task_id}", method="get_task")
+            call.outcome = "ok"
+            return Task.from_json(self._task_json(task))
+
     async def list_files(self, container: Container) -> list[FileRecord]:
         async with self._call("list_files", container) as call:
             records = self._listing(container)
@@ -263,7 +318,8 @@ class FakeKanboard:
         async with self._call("get_file", container, file_id) as call:
             row = self._db.files[container.kind].get(file_id)
             if row is None or row.owner != container.owner_id:
-                # getTaskFile answers any task's file; the client then checks the task.
+                # getTaskFile (and getProjectFile before 1.2.50) answers any container's file;
+                # the client then checks the owner.
                 call.outcome = "refused"
                 raise NotFound(f"no file {file_id} in {container}", method="get_file")
             self._check_utf8(row.name, "get_file")
@@ -273,7 +329,12 @@ class FakeKanboard:
     async def download_file(self, container: Container, file_id: int, sink: BinaryIO) -> int:
         async with self._call("download_file", container, file_id) as call:
             row = self._db.files[container.kind].get(file_id)
-            if row is not None and container.task_id is None and row.owner != container.owner_id:
+            if (
+                row is not None
+                and container.task_id is None
+                and row.owner != container.owner_id
+                and self._rules.checks_project_files
+            ):
                 row = None  # downloadProjectFile compares the project; downloadTaskFile not
             data = self._db.storage.get(row.path) if row is not None else None
             if not data:
@@ -431,6 +492,14 @@ class FakeKanboard:
             self._release(row)
             del rows[row.id]
 
+    def move_task(self, task_id: int, project_id: int) -> None:
+        """moveTaskToProject: the task and its files (same ids, same paths) change project."""
+        self._db.tasks[task_id].project_id = project_id
+
+    def remove_file_out_of_band(self, container: Container, file_id: int) -> None:
+        """Another client removes a file (its row and, unless shared, its bytes)."""
+        assert self._remove(container, file_id)
+
     def add_user(self, user_id: int, username: str, name: str | None = None) -> None:
         self._db.users[user_id] = (username, name)
 
@@ -518,7 +587,7 @@ class FakeKanboard:
             name_bytes = filename.encode("utf-8")
         except UnicodeEncodeError:
             return None  # the client cannot send it; it refuses the same way
-        if container.task_id is not None:
+        if container.task_id is not None and self._rules.checks_task_on_create:
             task = self._db.tasks.get(container.task_id)
             if task is None or task.project_id != container.project_id:
                 return None
@@ -535,6 +604,8 @@ class FakeKanboard:
             raise ServerError("HTTP 500 with an empty body", status_code=500, method="create_file")
         if container.task_id is None and container.project_id not in self._db.projects:
             return None  # the foreign key refuses the row; the stored file stays
+        if container.task_id is not None and container.task_id not in self._db.tasks:
+            return None  # before 1.2.47: the foreign key refuses it, the stored file stays
         rows = self._db.files[container.kind]
         new_id = _next_id(rows)
         rows[new_id] = _Row(
@@ -556,7 +627,11 @@ class FakeKanboard:
         row = rows.get(file_id)
         if row is None:
             return False
-        if container.task_id is None and row.owner != container.owner_id:
+        if (
+            container.task_id is None
+            and row.owner != container.owner_id
+            and self._rules.checks_project_files
+        ):
             return False  # removeProjectFile compares the project; removeTaskFile does not
         if not self._release(row):
             return False
@@ -566,9 +641,10 @@ class FakeKanboard:
     def _release(self, row: _Row) -> bool:
         """Drop the stored bytes unless another row uses them; False if they are missing."""
         users = sum(1 for t in self._db.files.values() for r in t.values() if r.path == row.path)
-        if users > 1:
+        if users > 1 and self._rules.keeps_shared_bytes:
             return True
-        return self._db.storage.pop(row.path, None) is not None
+        gone = self._db.storage.pop(row.path, None) is None
+        return not (gone and self._rules.refuses_missing_bytes_removal)
 
     def _row_json(self, row: _Row, listing: bool) -> dict[str, Any]:
         owner_key = "task_id" if row.kind is Kind.TASK else "project_id"
@@ -585,7 +661,8 @@ class FakeKanboard:
         if listing:  # getAll*Files LEFT JOINs users; get*File is the raw row
             username, user_name = self._db.users.get(row.user_id, (None, None))
             out["username"], out["user_name"] = username, user_name
-        out["etag"] = _etag(row.path)
+        if self._rules.has_etag:
+            out["etag"] = _etag(row.path)
         return out
 
     @staticmethod

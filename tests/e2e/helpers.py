@@ -10,6 +10,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
+#: The oldest and the newest Kanboard release kbfs supports: the core scenarios (list, read,
+#: write, overwrite, rapid and editor saves, rename, rm, clear, crash recovery) run against the
+#: built-in server keeping each one's rules (on a test that uses the ``kb`` fixture).
+KANBOARD_VERSIONS = pytest.mark.parametrize("kb", ["1.2.20", "1.2.53"], indirect=True)
+
 
 def is_mounted(path: Path) -> bool:
     """From the mount table: os.path.ismount says False for a mount whose daemon died

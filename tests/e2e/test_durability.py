@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Mounted, Mounter, run, wait_for
+from tests.e2e.helpers import KANBOARD_VERSIONS, Mounted, Mounter, run, wait_for
 
 
 @pytest.fixture
@@ -71,6 +71,7 @@ def unsaved(kb, mounter: Mounter, task, name: str, data: bytes) -> tuple[Mounted
     return m, state
 
 
+@KANBOARD_VERSIONS
 def test_crash_then_remount_finishes_the_upload(kb, mounter: Mounter, task) -> None:  # type: ignore[no-untyped-def]
     m, state = unsaved(kb, mounter, task, "crash.txt", b"survive a crash\n")
     spool = sorted(state.rglob("*.data"))
@@ -89,6 +90,7 @@ def test_crash_then_remount_finishes_the_upload(kb, mounter: Mounter, task) -> N
     assert content(kb, task["t"], "crash.txt") == b"survive a crash\n"
 
 
+@KANBOARD_VERSIONS
 def test_a_crash_leaves_no_superseded_version_or_lost_copy_behind(
     kb, mounter: Mounter, task
 ) -> None:  # type: ignore[no-untyped-def]

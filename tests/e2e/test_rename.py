@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.helpers import Mounted, run
+from tests.e2e.helpers import KANBOARD_VERSIONS, Mounted, run
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -35,6 +35,7 @@ def names(files: list[dict]) -> list[str]:  # type: ignore[type-arg]
     return sorted(x["name"] for x in files)
 
 
+@KANBOARD_VERSIONS
 def test_mv_within_a_directory(kb, mnt: Mounted, tree) -> None:  # type: ignore[no-untyped-def]
     d = mnt.p("projects", tree["p1"], "tasks", tree["t1"])
     run("mv", d / "doc.txt", d / "renamed.txt")
@@ -60,6 +61,7 @@ def test_mv_between_tasks_projects_and_files_dirs(kb, mnt: Mounted, tree) -> Non
     assert mnt.p("projects", p2, "tasks", t3, "x.txt").read_bytes() == b"the document\n"
 
 
+@KANBOARD_VERSIONS
 def test_mv_over_an_existing_file_replaces_it(kb, mnt: Mounted, tree) -> None:  # type: ignore[no-untyped-def]
     p1, t1 = tree["p1"], tree["t1"]
     kb.upload_task_file(p1, t1, "target.txt", b"old target\n")

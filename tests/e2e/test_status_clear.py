@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from kbfs.control import status
-from tests.e2e.helpers import Mounter, run
+from tests.e2e.helpers import KANBOARD_VERSIONS, Mounter, run
 
 
 def kbfs(
@@ -71,6 +71,7 @@ def test_status_shows_what_is_not_uploaded(kb, mounter: Mounter) -> None:  # typ
     kb.clear_faults()
 
 
+@KANBOARD_VERSIONS
 def test_clear_task_with_one_call(kb, mounter: Mounter) -> None:  # type: ignore[no-untyped-def]
     p = kb.project("p")
     t, other = kb.task(p, "t"), kb.task(p, "other")
@@ -95,6 +96,7 @@ def test_clear_task_with_one_call(kb, mounter: Mounter) -> None:  # type: ignore
     assert os.listdir(m.p("projects", p, "tasks", other)) == ["keep.txt"]
 
 
+@KANBOARD_VERSIONS
 def test_clear_project_files_with_one_call(kb, mounter: Mounter) -> None:  # type: ignore[no-untyped-def]
     p = kb.project("p")
     kb.upload_project_file(p, "one.txt", b"1")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Mounted, run
+from tests.e2e.helpers import KANBOARD_VERSIONS, Mounted, run
 
 
 def need(*tools: str) -> None:
@@ -41,6 +41,7 @@ def tdir(mnt: Mounted, task) -> Path:  # type: ignore[no-untyped-def]
     return mnt.p("projects", task["p"], "tasks", task["t"])
 
 
+@KANBOARD_VERSIONS
 def test_vim_default_settings(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
     need("vim")
     d = tdir(mnt, task)
@@ -84,6 +85,7 @@ def test_sed_in_place(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untype
     assert os.listdir(d) == ["doc.txt"]
 
 
+@KANBOARD_VERSIONS
 def test_python_atomic_save(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
     d = tdir(mnt, task)
     script = (
@@ -127,14 +129,16 @@ def test_libreoffice_lock_and_scratch_files_stay_local(kb, mnt: Mounted, task) -
     assert sorted(os.listdir(d)) == ["doc.txt", "kept.txt"]
 
 
+@KANBOARD_VERSIONS
 def test_rapid_saves_end_with_one_file_holding_the_last_content(kb, mnt: Mounted, task) -> None:  # type: ignore[no-untyped-def]
     d = tdir(mnt, task)
-    for attempt in range(3):
+    for attempt in range(2):
+        # Saves within one server second would share one storage path, and on 1.2.27 and
+        # older removing the superseded rows would delete the last content (kanboard-api §12 row 1):
+        # kbfs waits for the server's next second between them.
         kb.wait_until_second_boundary()
-        start = time.time()
         for i in range(3):
             run("dd", f"of={d / 'doc.txt'}", "status=none", input=f"save {attempt}.{i}\n".encode())
-        assert time.time() - start < 1.0 or attempt < 2
         files = kb.task_files(task["t"])
         assert [f["name"] for f in files] == ["doc.txt"]
         assert kb.download_task_file(files[0]["id"]) == f"save {attempt}.2\n".encode()
