@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -57,9 +58,15 @@ class RpcTransport:
 
     Retries (exponential backoff with jitter) happen here and only for idempotent methods:
     a create* or remove* is sent exactly once, whatever happens.
+
+    Each call has ONE time budget, attempts and the pauses between them included: ``timeout``
+    seconds, plus a transfer's share at MIN_TRANSFER_RATE (see ``budget``). A retry is made
+    only while the budget (or the caller's own deadline, if earlier) leaves time for its pause;
+    otherwise the last failure is raised at once. httpx's per-phase timeouts alone do not bound
+    anything: a server sending a byte a second never trips a read timeout.
     """
 
-    #: Slowest average transfer rate tolerated before the hard deadline fires (bytes/s).
+    #: Slowest average transfer rate a transfer's budget allows for (bytes/s).
     MIN_TRANSFER_RATE = 64 * 1024
     #: First retry delay in seconds; doubles per attempt, with +-50% jitter.
     BACKOFF_BASE = 0.2
@@ -113,9 +120,11 @@ class RpcTransport:
 
     # ---------------------------------------------------------------------------- helpers
 
-    def _hard_deadline(self, extra_bytes: int = 0) -> float:
-        """A bound on a whole exchange, on top of httpx's per-phase timeouts."""
-        return self.timeout * 2 + 1.0 + extra_bytes / self.MIN_TRANSFER_RATE
+    def budget(self, transfer_bytes: int = 0) -> float:
+        """Seconds one call may take in all, retries included: the timeout, plus the time
+        ``transfer_bytes`` (a file's size) take at MIN_TRANSFER_RATE. Fixed when the call
+        starts: bytes arriving never extend it, so a server trickling forever is cut off."""
+        return self.timeout + max(0, transfer_bytes) / self.MIN_TRANSFER_RATE
 
     def _envelope(self, method: str, params: Params, rid: int) -> dict[str, Any]:
         env: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": rid}
@@ -219,27 +228,45 @@ class RpcTransport:
         idempotent: bool,
         attempt: Callable[[], Awaitable[T]],
         before_retry: Callable[[], bool] | None = None,
+        budget: float | None = None,
     ) -> T:
+        """``attempt()`` until it succeeds, fails for good, or the call's budget is spent.
+
+        The budget bounds every attempt and every pause: when it runs out the attempt in
+        flight is cancelled and RequestTimeout raised. A retry whose pause would end past the
+        budget, or past a deadline the caller set (``trio.current_effective_deadline``), is
+        not made: the failure at hand is raised instead of waiting for a certain timeout.
+        """
+        seconds = self.budget() if budget is None else budget
         attempts = 1 + (self.retries if idempotent else 0)
         n = 0
-        while True:
-            try:
-                return await attempt()
-            except (TransportError, ServerError) as exc:
-                n += 1
-                if n >= attempts or not is_retryable(exc):
-                    raise
-                if before_retry is not None and not before_retry():
-                    raise
-                delay = min(self.BACKOFF_MAX, self.BACKOFF_BASE * 2 ** (n - 1))
-                delay *= random.uniform(0.5, 1.5)
-                retry_after = exc.retry_after if isinstance(exc, ServerError) else None
-                if retry_after:
-                    delay = max(delay, min(float(retry_after), 30.0))
-                log.debug(
-                    "%s failed (%s); retry %d/%d in %.2fs", label, exc, n, attempts - 1, delay
-                )
-                await trio.sleep(delay)
+        with trio.move_on_after(seconds) as scope:
+            while True:
+                try:
+                    return await attempt()
+                except (TransportError, ServerError) as exc:
+                    n += 1
+                    if n >= attempts or not is_retryable(exc):
+                        raise
+                    if before_retry is not None and not before_retry():
+                        raise
+                    delay = min(self.BACKOFF_MAX, self.BACKOFF_BASE * 2 ** (n - 1))
+                    delay *= random.uniform(0.5, 1.5)
+                    retry_after = exc.retry_after if isinstance(exc, ServerError) else None
+                    if retry_after:
+                        delay = max(delay, min(float(retry_after), 30.0))
+                    if trio.current_time() + delay >= trio.current_effective_deadline():
+                        log.debug("%s failed (%s); no time left for a retry", label, exc)
+                        raise
+                    log.debug(
+                        "%s failed (%s); retry %d/%d in %.2fs", label, exc, n, attempts - 1, delay
+                    )
+                    await trio.sleep(delay)
+        assert scope.cancelled_caught
+        tries = f" ({n + 1} attempts)" if n else ""
+        raise RequestTimeout(
+            f"no complete answer within {seconds:g} s{tries}", method=label, request_sent=True
+        )
 
     async def _exchange(
         self,
@@ -247,25 +274,20 @@ class RpcTransport:
         content: bytes | AsyncIterator[bytes],
         *,
         headers: dict[str, str],
-        deadline: float,
         request_id: int | str,
     ) -> bytes:
-        """POST once and return the (status-checked) body. Any failure is a KanboardError."""
+        """POST once and return the (status-checked) body. Any failure is a KanboardError;
+        the time it may take is the caller's budget (``_with_retries``)."""
         self._http_requests += 1
         started = time.monotonic()
         status = 0
         try:
-            with trio.fail_after(deadline):
-                async with self._client.stream(
-                    "POST", self.endpoint, content=content, headers=headers
-                ) as response:
-                    status = response.status_code
-                    body = await self._read_capped(response, label, MAX_BODY)
-                    self._check_status(label, response, body)
-        except trio.TooSlowError:
-            raise RequestTimeout(
-                f"no complete answer within {deadline:.0f}s", method=label, request_sent=True
-            ) from None
+            async with self._client.stream(
+                "POST", self.endpoint, content=content, headers=headers
+            ) as response:
+                status = response.status_code
+                body = await self._read_capped(response, label, MAX_BODY)
+                self._check_status(label, response, body)
         except httpx.HTTPError as exc:
             raise self._map_httpx(exc, label) from exc
         finally:
@@ -287,9 +309,7 @@ class RpcTransport:
             rid = next(self._ids)
             self._calls[method] += 1
             body = json.dumps(self._envelope(method, params, rid), ensure_ascii=False).encode()
-            data = await self._exchange(
-                method, body, headers=JSON_HEADERS, deadline=self._hard_deadline(), request_id=rid
-            )
+            data = await self._exchange(method, body, headers=JSON_HEADERS, request_id=rid)
             return self.unwrap(method, self._parse_json(method, data), rid)
 
         return await self._with_retries(method, is_idempotent(method), attempt)
@@ -320,7 +340,6 @@ class RpcTransport:
                 label,
                 body,
                 headers=JSON_HEADERS,
-                deadline=self._hard_deadline(),
                 request_id=f"{ids[0]}..{ids[-1]}",
             )
             parsed = self._parse_json(label, data)
@@ -350,15 +369,24 @@ class RpcTransport:
 
     # ---------------------------------------------------------------------------- transfers
 
-    async def download(self, method: str, params: Params, sink: BinaryIO) -> int:
+    async def download(
+        self, method: str, params: Params, sink: BinaryIO, size: int | None = None
+    ) -> int:
         """Call a download* procedure and stream the decoded file into ``sink``.
 
         The base64 result is decoded as it arrives (see streams); memory stays around
         FLUSH_SIZE plus one network chunk. Retried like any read, after rewinding ``sink`` to
         where it started (impossible for a non-seekable sink that already got bytes: then the
         first error is raised). On error, ``sink`` may hold a partial file: discard it.
+
+        ``size`` (the record's) fixes the whole download's budget when it starts: the timeout
+        plus the base64 text's time at MIN_TRANSFER_RATE, retries included. A server that
+        trickles bytes, or stalls between chunks, is cut off when that runs out, however long
+        it keeps sending. Without a size, each attempt gets the timeout plus its received
+        bytes' share (a caller that knows nothing of the file; kbfs always passes it).
         """
         writer = SinkWriter(sink)
+        budget = math.inf if size is None else self.budget(-(-size // 3) * 4)
 
         async def attempt() -> int:
             rid = next(self._ids)
@@ -366,9 +394,13 @@ class RpcTransport:
             self._http_requests += 1
             body = json.dumps(self._envelope(method, params, rid), ensure_ascii=False).encode()
             started = time.monotonic()
-            with trio.CancelScope(deadline=trio.current_time() + self._hard_deadline()) as scope:
+            with trio.CancelScope() as scope:
+                if size is None:
+                    scope.deadline = trio.current_time() + self.budget()
                 try:
-                    total = await self._download_attempt(method, body, rid, writer, scope)
+                    total = await self._download_attempt(
+                        method, body, rid, writer, scope if size is None else None
+                    )
                 except httpx.HTTPError as exc:
                     raise self._map_httpx(exc, method) from exc
                 except Base64FormatError as exc:
@@ -387,13 +419,20 @@ class RpcTransport:
                 )
             return total
 
-        return await self._with_retries(method, True, attempt, before_retry=writer.rewind)
+        return await self._with_retries(
+            method, True, attempt, before_retry=writer.rewind, budget=budget
+        )
 
     async def _download_attempt(
-        self, method: str, body: bytes, rid: int, writer: SinkWriter, scope: trio.CancelScope
+        self,
+        method: str,
+        body: bytes,
+        rid: int,
+        writer: SinkWriter,
+        growing: trio.CancelScope | None,
     ) -> int:
-        """One POST of a download; each chunk read extends ``scope``'s deadline by its share
-        of MIN_TRANSFER_RATE, so a large file is bounded by its size, not by a fixed time."""
+        """One POST of a download. With ``growing`` (no size known), each chunk read extends
+        that scope's deadline by its share of MIN_TRANSFER_RATE."""
         stream = ResultStream(method)
         async with self._client.stream(
             "POST", self.endpoint, content=body, headers=JSON_HEADERS
@@ -402,7 +441,8 @@ class RpcTransport:
                 data = await self._read_capped(response, method, MAX_BODY)
                 self._check_status(method, response, data)
             async for chunk in response.aiter_bytes():
-                scope.deadline += len(chunk) / self.MIN_TRANSFER_RATE
+                if growing is not None:
+                    growing.deadline += len(chunk) / self.MIN_TRANSFER_RATE
                 writer.add(stream.feed(chunk))
                 if writer.flush_due():
                     await writer.flush()
@@ -426,7 +466,10 @@ class RpcTransport:
         self._calls[method] += 1
         length, body = upload_body(method, params, rid, source, size)
         headers = {**JSON_HEADERS, "Content-Length": str(length)}
-        data = await self._exchange(
-            method, body, headers=headers, deadline=self._hard_deadline(length), request_id=rid
-        )
+
+        async def attempt() -> bytes:
+            return await self._exchange(method, body, headers=headers, request_id=rid)
+
+        # Never retried (idempotent=False): the budget only bounds the one attempt.
+        data = await self._with_retries(method, False, attempt, budget=self.budget(length))
         return self.unwrap(method, self._parse_json(method, data), rid)

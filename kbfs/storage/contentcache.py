@@ -269,7 +269,12 @@ class ContentCache:
         try:
             sink = _ProgressSink(fd, download, record.size)
             try:
-                written = await self.client.download_file(container, record.id, sink)  # type: ignore[arg-type]
+                written = await self.client.download_file(
+                    container,
+                    record.id,
+                    sink,  # type: ignore[arg-type]
+                    record.size,
+                )
             finally:
                 sink.close()
             if written != record.size:
