@@ -28,6 +28,7 @@ from typing import Any
 import trio
 
 from kbfs.client.protocol import KanboardAPI
+from kbfs.client.wire import MIN_TRANSFER_RATE
 from kbfs.errors import (
     AccessDenied,
     FsError,
@@ -35,6 +36,7 @@ from kbfs.errors import (
     IsADirectory,
     NoEntry,
     NotPermitted,
+    RequestTimedOut,
 )
 from kbfs.namespace import attributes
 from kbfs.namespace.attributes import Attr, Owner
@@ -67,7 +69,7 @@ class VfsConfig:
     user_id: int | None = None  # set under user auth: project roles decide writability
     upload_drain_timeout: float = 30.0
     local_names: tuple[str, ...] = DEFAULT_LOCAL_NAMES
-    op_timeout: float = 30.0  # bound on one listing, retries included
+    op_timeout: float = 30.0  # bound on one operation's server calls, retries included
     kernel_cache_timeout: float = 1.0  # how long the kernel trusts a name or attributes
 
 
@@ -216,14 +218,33 @@ class Vfs:
     async def wait_uploads_idle(self, timeout: float) -> bool:
         return await self.uploader.wait_idle(timeout)
 
+    @contextlib.contextmanager
+    def _within(self, what: str, transfer: int = 0) -> Iterator[None]:
+        """One budget for a whole operation: ``op_timeout`` (plus ``transfer`` bytes' time at
+        the client's minimum rate), every server call, retry and wait in it included.
+
+        Each client call has the same budget of its own, but an operation can make several
+        (ls tasks/: the task list, then a batched listing of every task) and used to add them
+        up. The calls end a little before this deadline by themselves (see the client's
+        CALLER_MARGIN), so a cached listing can still be served; what is cut off here is
+        reported as EIO with a log line naming the operation.
+        """
+        seconds = self.config.op_timeout + transfer / MIN_TRANSFER_RATE
+        with trio.move_on_after(seconds) as scope:
+            yield
+        if scope.cancelled_caught:
+            raise RequestTimedOut(f"{what}: no answer from the server within {seconds:g} s")
+
     # ------------------------------------------------------------------ names and listings
 
     async def lookup(self, parent_ino: int, name: str) -> Node:
-        return await self.lister.lookup(parent_ino, name)
+        with self._within("lookup"):
+            return await self.lister.lookup(parent_ino, name)
 
     async def list_dir(self, ino: int) -> list[tuple[str, Node]]:
         """The entries of a directory, fetched if the cached listing is stale."""
-        return await self.lister.list_dir(ino)
+        with self._within("listing"):
+            return await self.lister.list_dir(ino)
 
     async def opendir(self, ino: int) -> int:
         entries = await self.list_dir(ino)
@@ -359,7 +380,13 @@ class Vfs:
         writable = accmode in (os.O_WRONLY, os.O_RDWR)
         if writable:
             self._check_writable(node)
-            await self.uploader.open_for_change(node, truncate=bool(flags & os.O_TRUNC))
+            if node.pending is None and node.record is not None:
+                # Copy-on-open downloads the server's content: bounded by its size. (Local
+                # content needs no server; waiting for its upload is bounded by that upload.)
+                with self._within("open for writing", node.record.size):
+                    await self.uploader.open_for_change(node, truncate=bool(flags & os.O_TRUNC))
+            else:
+                await self.uploader.open_for_change(node, truncate=bool(flags & os.O_TRUNC))
         if node.pending is not None:
             fd = os.open(node.pending.path, os.O_RDWR if writable else os.O_RDONLY)
             return self._add_handle(Handle(self._alloc_fh(), node, fd, writable))
@@ -379,7 +406,8 @@ class Vfs:
         check_upload_name(name)
         if name in (".", ".."):
             raise InvalidArgument()
-        await self.refresher.files(parent)
+        with self._within("create"):
+            await self.refresher.files(parent)
         existing = self.ns.view(parent.container).get(name)
         if existing is not None:
             if flags & os.O_EXCL:
@@ -458,10 +486,12 @@ class Vfs:
             return
         pending = node.pending
         if pending is None:
-            await self.remover.remove(name, node)
+            with self._within("rm"):
+                await self.remover.remove(name, node)
             return
         async with pending.lock:  # no upload may start meanwhile
-            await self.remover.remove(name, node)
+            with self._within("rm"):
+                await self.remover.remove(name, node)
 
     async def rename(
         self, parent_old: int, name_old: str, parent_new: int, name_new: str, flags: int

@@ -38,8 +38,10 @@ from kbfs.client.errors import (
 )
 from kbfs.client.streams import ResultStream, SinkWriter, upload_body
 from kbfs.client.wire import (
+    CALLER_MARGIN,
     JSON_HEADERS,
     MAX_BODY,
+    MIN_TRANSFER_RATE,
     Params,
     Redactor,
     id_key,
@@ -66,8 +68,7 @@ class RpcTransport:
     anything: a server sending a byte a second never trips a read timeout.
     """
 
-    #: Slowest average transfer rate a transfer's budget allows for (bytes/s).
-    MIN_TRANSFER_RATE = 64 * 1024
+    MIN_TRANSFER_RATE = MIN_TRANSFER_RATE
     #: First retry delay in seconds; doubles per attempt, with +-50% jitter.
     BACKOFF_BASE = 0.2
     BACKOFF_MAX = 5.0
@@ -233,14 +234,19 @@ class RpcTransport:
         """``attempt()`` until it succeeds, fails for good, or the call's budget is spent.
 
         The budget bounds every attempt and every pause: when it runs out the attempt in
-        flight is cancelled and RequestTimeout raised. A retry whose pause would end past the
-        budget, or past a deadline the caller set (``trio.current_effective_deadline``), is
+        flight is cancelled and RequestTimeout raised. A caller's own deadline
+        (``trio.current_effective_deadline``: the mount's bound on one file operation) ends it
+        CALLER_MARGIN earlier if that comes first, so the caller sees a RequestTimeout it can
+        handle rather than a cancellation. A retry whose pause would end past the deadline is
         not made: the failure at hand is raised instead of waiting for a certain timeout.
         """
-        seconds = self.budget() if budget is None else budget
+        now = trio.current_time()
+        own = now + (self.budget() if budget is None else budget)
+        deadline = min(own, trio.current_effective_deadline() - CALLER_MARGIN)
+        seconds = max(0.0, deadline - now)
         attempts = 1 + (self.retries if idempotent else 0)
         n = 0
-        with trio.move_on_after(seconds) as scope:
+        with trio.move_on_at(deadline) as scope:
             while True:
                 try:
                     return await attempt()
@@ -255,7 +261,7 @@ class RpcTransport:
                     retry_after = exc.retry_after if isinstance(exc, ServerError) else None
                     if retry_after:
                         delay = max(delay, min(float(retry_after), 30.0))
-                    if trio.current_time() + delay >= trio.current_effective_deadline():
+                    if trio.current_time() + delay >= deadline:
                         log.debug("%s failed (%s); no time left for a retry", label, exc)
                         raise
                     log.debug(

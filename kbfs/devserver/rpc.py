@@ -71,11 +71,13 @@ class StreamedAnswer:
 
 
 class Reply(NamedTuple):
-    """A complete HTTP answer; ``status == DROP`` means: close the connection, send nothing."""
+    """A complete HTTP answer; ``status == DROP`` means: close the connection, send nothing.
+    ``trickle`` > 0: send the body one byte every ``trickle`` seconds (the ``slow`` fault)."""
 
     status: int
     headers: dict[str, str]
     body: bytes | StreamedAnswer
+    trickle: float = 0.0
 
 
 class _HttpFault(Exception):
@@ -169,6 +171,7 @@ class _Request:
     username: str | None
     password: str | None
     truncate: bool = False
+    trickle: float = 0.0
     callers: dict[str, Call] = field(default_factory=dict)
 
 
@@ -231,7 +234,7 @@ class Dispatcher:
         if request.truncate:
             full = bytes(out) or dumps(_error_obj(-32603, "Internal error"))
             out = full[: len(full) // 2]
-        return Reply(200, dict(JSON_HEADERS), out)
+        return Reply(200, dict(JSON_HEADERS), out, request.trickle)
 
     def _fault_reply(self, kind: str) -> Reply:
         if kind == "drop":
@@ -269,6 +272,8 @@ class Dispatcher:
                 time.sleep(fault.delay)
             elif fault.kind == "truncated":
                 request.truncate = True
+            elif fault.kind == "slow":
+                request.trickle = max(request.trickle, fault.delay)
             elif fault.kind in ("false", "empty", "rpc_error"):
                 if notification:
                     return None

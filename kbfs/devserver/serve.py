@@ -123,10 +123,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise _TooLarge
         return self.rfile.read(length) if length > 0 else b""
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes | StreamedAnswer) -> None:
+    def _send(
+        self,
+        status: int,
+        headers: dict[str, str],
+        body: bytes | StreamedAnswer,
+        trickle: float = 0.0,
+    ) -> None:
         keep_alive = self.server.devserver.config.keep_alive
         rate = self.server.devserver.config.bandwidth
-        if rate and isinstance(body, StreamedAnswer):
+        if (rate or trickle) and isinstance(body, StreamedAnswer):
             body = bytes(body)
         self.send_response(status)
         for name, value in headers.items():
@@ -139,9 +145,19 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD" or not body:
             return
         try:
-            self._write_body(body, rate)
+            if trickle:
+                self._trickle(bytes(body), trickle)
+            else:
+                self._write_body(body, rate)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away (a download it cancelled)
+
+    def _trickle(self, body: bytes, every: float) -> None:
+        """One byte, then a pause: until the body is sent or the client has gone."""
+        for i in range(len(body)):
+            self.wfile.write(body[i : i + 1])
+            self.wfile.flush()
+            time.sleep(every)
 
     def _write_body(self, body: bytes | StreamedAnswer, rate: int | None) -> None:
         if isinstance(body, StreamedAnswer):
@@ -183,7 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self._send(reply.status, reply.headers, reply.body)
+        self._send(reply.status, reply.headers, reply.body, reply.trickle)
 
     # -- /_devserver/ -------------------------------------------------------------------------
 

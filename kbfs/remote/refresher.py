@@ -20,6 +20,7 @@ import trio
 from kbfs.client.errors import KanboardError, ServerError, TransportError
 from kbfs.client.models import Container, Project, Task
 from kbfs.client.protocol import KanboardAPI
+from kbfs.client.wire import CALLER_MARGIN
 from kbfs.errors import FsError, NoEntry, RequestTimedOut
 from kbfs.namespace.nodes import Node, NodeType
 from kbfs.namespace.tree import Namespace
@@ -113,13 +114,22 @@ class Refresher:
         elif node.type is NodeType.PROJECTS:
             await self.refresh_projects(force=True)
 
+    def _deadline(self) -> float:
+        """When a listing call must give up: ``op_timeout`` from now, and a little before the
+        deadline of the file operation it serves (see Vfs), so a cached listing can still be
+        served, or the failure reported, before that operation's own bound cuts it off."""
+        own = trio.current_time() + self.policy.op_timeout
+        return min(own, trio.current_effective_deadline() - CALLER_MARGIN)
+
     async def _bounded(self, call: Awaitable[T]) -> T:
         """A listing call, failed with EIO if the server has not answered within the timeout
         (retries included): a process must never hang on a server that went away."""
-        with trio.move_on_after(self.policy.op_timeout) as scope:
+        deadline = self._deadline()
+        seconds = max(0.0, deadline - trio.current_time())
+        with trio.move_on_at(deadline) as scope:
             return await call
         assert scope.cancelled_caught
-        raise RequestTimedOut(f"no answer from the server within {self.policy.op_timeout:g} s")
+        raise RequestTimedOut(f"no answer from the server within {seconds:.3g} s")
 
     def _serve_stale(self, listing: Listing, exc: Exception, what: str) -> bool:
         """Keep serving a cached listing while the server is unreachable or failing."""
@@ -222,10 +232,16 @@ class Refresher:
         if len(stale) < 2:
             return
         tickets = {n.ino: self.ns.listing_asked(n.container) for n in stale}
-        try:
-            results = await self.client.list_files_many([n.container for n in stale])
-        except KanboardError as exc:
-            log.debug("batched listing failed, directories will be fetched one by one: %s", exc)
+        results = None
+        # Within the listing's own bound: a slow batch must not hold up ls tasks/ (whose
+        # entries are known already) past the operation's timeout.
+        with trio.move_on_at(self._deadline()):
+            try:
+                results = await self.client.list_files_many([n.container for n in stale])
+            except KanboardError as exc:
+                log.debug("batched listing failed, directories will be fetched one by one: %s", exc)
+        if results is None:
+            log.debug("no batched listing in time; directories will be fetched one by one")
             return
         now = self.clock()
         for dir_node, result in zip(stale, results, strict=True):
