@@ -269,9 +269,13 @@ class RpcTransport:
                     )
                     await trio.sleep(delay)
         assert scope.cancelled_caught
-        tries = f" ({n + 1} attempts)" if n else ""
+        tries = f", {n + 1} attempts" if n else ""
+        if deadline < own:  # the operation's deadline came first
+            what = f"the operation's {self.timeout:g} s timeout"
+        else:
+            what = f"{seconds:g} s"
         raise RequestTimeout(
-            f"no complete answer within {seconds:g} s{tries}", method=label, request_sent=True
+            f"no complete answer within {what}{tries}", method=label, request_sent=True
         )
 
     async def _exchange(
