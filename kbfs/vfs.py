@@ -233,7 +233,7 @@ class Vfs:
         with trio.move_on_after(seconds) as scope:
             yield
         if scope.cancelled_caught:
-            raise RequestTimedOut(f"{what}: no answer from the server within {seconds:g} s")
+            raise RequestTimedOut(f"{what}: no answer from the server within {seconds:.1f} s")
 
     # ------------------------------------------------------------------ names and listings
 

@@ -273,7 +273,7 @@ class RpcTransport:
         if deadline < own:  # the operation's deadline came first
             what = f"the operation's {self.timeout:g} s timeout"
         else:
-            what = f"{seconds:g} s"
+            what = f"{seconds:.1f} s"
         raise RequestTimeout(
             f"no complete answer within {what}{tries}", method=label, request_sent=True
         )
