@@ -40,6 +40,7 @@ from kbfs.errors import (
 )
 from kbfs.namespace import attributes
 from kbfs.namespace.attributes import Attr, Owner
+from kbfs.namespace.eviction import Limits, records_kept
 from kbfs.namespace.names import DEFAULT_LOCAL_NAMES, check_upload_name
 from kbfs.namespace.nodes import Node, NodeType
 from kbfs.namespace.tree import Namespace
@@ -70,6 +71,12 @@ class VfsConfig:
     upload_drain_timeout: float = 30.0
     local_names: tuple[str, ...] = DEFAULT_LOCAL_NAMES
     op_timeout: float = 30.0  # bound on one operation's server calls, retries included
+    # Memory (kbfs.namespace.eviction): records one listing may have (more: EIO); records
+    # kept in all listings before unused ones go; when a listing counts as unused or idle.
+    max_listing: int = 250_000
+    max_records: int = Limits.max_records
+    listing_min_age: float = Limits.min_age
+    listing_idle: float = Limits.idle
     kernel_cache_timeout: float = 1.0  # how long the kernel trusts a name or attributes
 
 
@@ -131,7 +138,13 @@ class Vfs:
         self._owner = Owner(config.uid, config.gid, config.umask)
         self.ns = Namespace(config.local_names)
         self.inodes = self.ns.inodes
-        policy = RefreshPolicy(config.dir_ttl, config.op_timeout, config.user_id)
+        policy = RefreshPolicy(
+            config.dir_ttl,
+            config.op_timeout,
+            config.user_id,
+            config.max_listing,
+            Limits(config.max_records, config.listing_idle, config.listing_min_age),
+        )
         self.refresher = Refresher(client, self.ns, policy, clock)
         self.uploader = Uploader(client, self.ns, spool, content, self.refresher, clock)
         self.recovery = Recovery(self.ns, spool, self.uploader, client.endpoint, clock)
@@ -167,6 +180,7 @@ class Vfs:
         again at the next pass: an exception here would otherwise end the whole mount."""
         try:
             await self.recovery.retry_once()
+            self.drop_listings()
             self.reclaim_if_due()
         except Exception:
             log.exception("background pass failed; trying again in %g s", self.recovery.interval)
@@ -339,6 +353,8 @@ class Vfs:
                 "upload_failures": self.uploader.failures,
                 "removals": self.uploader.removals + self.remover.removals,
                 "listings": self.refresher.listings,
+                "listings_dropped": self.refresher.dropped,
+                "records": records_kept(self.ns),
                 "inodes": len(self.inodes),
                 "reclaimed": self.ns.reclaimed,
                 "http_requests": client.http_requests,
@@ -549,6 +565,24 @@ class Vfs:
             return  # busy: the next tick tries again
         self._reclaim_mark, self._reclaimed_at = mark, now
 
+    def drop_listings(self) -> int:
+        """Drop the listings nobody has used lately (bounded memory: see
+        kbfs.namespace.eviction), and free their nodes the kernel does not hold. Not while
+        an upload or rename holds nodes across an await; how many listings went."""
+        if self.uploader.busy():
+            return 0
+        dropped = self.refresher.drop_unused(self._held())
+        if dropped:
+            self.reclaim()
+        return dropped
+
+    def _held(self) -> set[int]:
+        """What a readdir still to come may reply."""
+        held: set[int] = set()
+        for handle in self._dir_handles.values():
+            held.update(node.ino for _, node in handle.entries)
+        return held
+
     def reclaim(self) -> int | None:
         """Free the file nodes nothing can reach any more (see Namespace.reclaim); how many
         were freed, or None while an upload or rename holds nodes across an await (the next
@@ -557,7 +591,4 @@ class Vfs:
         if self.uploader.busy():
             return None
         self.uploader.drop_idle_locks()
-        reachable: set[int] = set()
-        for handle in self._dir_handles.values():  # what a readdir still to come may reply
-            reachable.update(node.ino for _, node in handle.entries)
-        return self.ns.reclaim(reachable)
+        return self.ns.reclaim(self._held())

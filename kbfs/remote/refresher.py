@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
 import trio
@@ -22,6 +22,8 @@ from kbfs.client.models import Container, Project, Task
 from kbfs.client.protocol import KanboardAPI
 from kbfs.client.wire import CALLER_MARGIN
 from kbfs.errors import FsError, NoEntry, RequestTimedOut
+from kbfs.namespace import eviction
+from kbfs.namespace.eviction import Limits
 from kbfs.namespace.nodes import Node, NodeType
 from kbfs.namespace.tree import Namespace
 from kbfs.remote.listing import Listing, ProjectList, TaskList
@@ -40,6 +42,10 @@ class RefreshPolicy:
     dir_ttl: float = 5.0  # how long a listing is fresh
     op_timeout: float = 30.0  # bound on one listing, retries included
     user_id: int | None = None  # under user auth: project roles decide writability
+    # More records than this in ONE listing are refused (EIO): see ``_check_size``.
+    max_listing: int = 250_000
+    # When unused file listings are dropped (kbfs.namespace.eviction).
+    limits: Limits = field(default_factory=Limits)
 
 
 class Refresher:
@@ -58,6 +64,7 @@ class Refresher:
         self.policy = policy
         self.clock = clock
         self.listings = 0  # listing requests made (a batch counts once)
+        self.dropped = 0  # file listings dropped unused (kbfs.namespace.eviction)
         self._projects = ProjectList()
         self._tasks: dict[int, TaskList] = {}
         self._files: dict[Container, Listing] = {}
@@ -203,6 +210,7 @@ class Refresher:
         """A file directory's listing, fetched into the namespace if stale."""
         container = dir_node.container
         listing = self.listing(container)
+        listing.used_at = self.clock()
         if not force and self._fresh(listing):
             return listing
         async with listing.lock:
@@ -216,6 +224,7 @@ class Refresher:
                     return listing
                 raise
             self.listings += 1
+            self._check_size(dir_node, len(records))
             self.ns.apply_listing(container, records, ticket)
             listing.fetched_at = self.clock()
             listing.failing = False
@@ -245,11 +254,42 @@ class Refresher:
             return
         now = self.clock()
         for dir_node, result in zip(stale, results, strict=True):
-            if isinstance(result, BaseException):
-                continue
+            if isinstance(result, BaseException) or len(result) > self.policy.max_listing:
+                continue  # left for the directory's own fetch to report
             listing = self.listing(dir_node.container)
             if self._fresh(listing) or listing.lock.locked():
                 continue
             self.ns.apply_listing(dir_node.container, result, tickets[dir_node.ino])
             listing.fetched_at = now
         self.listings += 1
+
+    # ------------------------------------------------------------------ memory
+
+    def _check_size(self, dir_node: Node, count: int) -> None:
+        """Refuse a listing of more than ``max_listing`` records (EIO, and a log line).
+
+        A directory that large costs hundreds of MB of daemon memory, and no tool works
+        well on it. Showing only part of it is not an option: a file left out would look
+        deleted to this mount (an edit of it would be uploaded beside it as a new file).
+        """
+        limit = self.policy.max_listing
+        if count > limit:
+            raise FsError(
+                f"{self.ns.path_of(dir_node)}: the server lists {count} files, more than the "
+                f"{limit} kbfs keeps for one directory"
+            )
+
+    def drop_unused(self, held: set[int]) -> int:
+        """Drop the file listings nobody uses (see kbfs.namespace.eviction); how many went.
+        ``held``: inodes an open directory handle may still reply. A listing being fetched
+        is left alone; a dropped one is fetched again at its next lookup."""
+        busy = {c for c, listing in self._files.items() if listing.lock.locked()}
+        used = {c: listing.used_at for c, listing in self._files.items()}
+        dropped = eviction.evict(
+            self.ns, used, self.clock(), busy=busy, held=held, limits=self.policy.limits
+        )
+        for container in dropped:
+            self._files.pop(container, None)
+            log.debug("dropped the unused listing of %s", container)
+        self.dropped += len(dropped)
+        return len(dropped)
