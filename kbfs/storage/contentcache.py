@@ -29,6 +29,7 @@ import trio
 
 from kbfs.client.models import Container, FileRecord
 from kbfs.client.protocol import KanboardAPI
+from kbfs.client.wire import MIN_TRANSFER_RATE
 from kbfs.errors import FsError
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class _Download:
 
     def __init__(self, part: Path) -> None:
         self.part = part
+        self.started = trio.current_time()
         self.done = trio.Event()
         self.error: BaseException | None = None
         self.progress = 0  # written by the sink, possibly from a worker thread
@@ -121,23 +123,33 @@ class Opened:
 
         A read that reaches the end of the file waits for the whole download and its size
         check: the first bytes of a file are served as they arrive, but no reader sees a
-        complete file that the check then refuses. Fails with EIO if the download fails, or
-        makes no progress for ``stall_timeout``.
+        complete file that the check then refuses. Fails with EIO if the download fails, makes
+        no progress for ``stall_timeout``, or has not brought the bytes up to ``end`` by the
+        time they take at the client's minimum rate (plus ``stall_timeout``) from its start:
+        a server trickling a byte a second makes progress, but a read must not wait for it
+        as long as the whole download's budget (hours, for a large file).
         """
         download = self.download
         if download is None:
             return
         end = min(end, self.size)
         whole = end >= self.size
+        due = download.started + stall_timeout + -(-end // 3) * 4 / MIN_TRANSFER_RATE
         seen, since = download.progress, trio.current_time()
         while (whole or download.progress < end) and not download.done.is_set():
             changed = download.changed
             with trio.move_on_after(0.05):  # the sink also wakes us; this is a safety net
                 await changed.wait()
+            now = trio.current_time()
             if download.progress != seen:
-                seen, since = download.progress, trio.current_time()
-            elif trio.current_time() - since > stall_timeout:
+                seen, since = download.progress, now
+            elif now - since > stall_timeout:
                 raise FsError(f"the download stalled for {stall_timeout:g} s")
+            if now > due:
+                raise FsError(
+                    f"the download is too slow: {download.progress} of the {end} bytes this "
+                    f"read needs after {now - download.started:.1f} s"
+                )
         if download.error is not None and (whole or download.progress < end):
             raise FsError(f"download failed: {download.error}")
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Any
 
+import pytest
 import trio
 from conftest import RigFactory, raises_errno
 
@@ -78,3 +80,34 @@ async def test_a_cached_listing_is_still_served_within_the_budget(make_rig: RigF
         node = await rig.vfs.lookup(parent, "a.txt")
     assert node.name == "a.txt"
     assert trio.current_time() - started < OP_TIMEOUT + 0.2
+
+
+async def test_a_read_does_not_wait_for_a_trickling_download(
+    make_rig: RigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server sending a file a byte at a time makes progress, so no stall is seen, and the
+    whole download's budget grows with the file's size (hours for a large one). A read waits
+    only as long as its bytes take at the minimum rate, plus the timeout, from the start of
+    the download; bytes already there are served at once."""
+    rig = await make_rig(op_timeout=OP_TIMEOUT)
+    data = bytes(range(256)) * 400
+    rig.kb.add_file(rig.tasks, "big.bin", data)
+
+    async def trickle(container: Any, file_id: int, sink: Any, size: int | None = None) -> int:
+        for i in range(len(data)):
+            sink.writelines([data[i : i + 1]])
+            await trio.sleep(0.005)
+        return len(data)
+
+    monkeypatch.setattr(rig.kb, "download_file", trickle)
+    node = await rig.vfs.lookup(await rig.dir(rig.tasks), "big.bin")
+    handle = await rig.vfs.open(node.ino, os.O_RDONLY)
+    try:
+        with trio.fail_after(WAIT):
+            assert bytes(await rig.vfs.read(handle.fh, 0, 10)) == data[:10]
+            started = trio.current_time()
+            exc = await raises_errno(errno.EIO, rig.vfs.read(handle.fh, 20_000, 4096))
+    finally:
+        rig.vfs.release(handle.fh)
+    assert "the download is too slow" in str(exc)
+    assert trio.current_time() - started < OP_TIMEOUT + 0.5
