@@ -94,3 +94,23 @@ def test_append_ends_within_the_timeout(kb, mounter: Mounter) -> None:  # type: 
     assert "open for writing: no answer from the server within" in m.log_text()
     kb.clear_faults()
     assert run("cat", d / "a.txt").stdout == b"abc"  # nothing changed, the mount lives on
+
+
+def test_cat_of_a_trickling_download_ends_within_the_timeout(kb, mounter: Mounter) -> None:  # type: ignore[no-untyped-def]
+    """A download that keeps streaming under the record's size: its whole time is fixed when
+    it starts (the timeout plus the size's share), not pushed on by each byte."""
+    p = kb.project("p")
+    t = kb.task(p, "t")
+    kb.upload_task_file(p, t, "a.txt", b"some content\n" * 10)
+    m = slow_mount(kb, mounter)
+    d = m.p("projects", p, "tasks", t)
+    assert run("ls", d).stdout == b"a.txt\n"
+    kb.fault("downloadTaskFile", "slow", **SLOW)
+    started = time.monotonic()
+    elapsed, rc, out, err = timed("cat", d / "a.txt")
+    assert elapsed < LIMIT, f"cat took {elapsed:.1f} s"
+    assert rc != 0 and b"Input/output error" in err and out == b""
+    # The download itself (which outlives the read) ends too, retries included.
+    while "download of task file" not in m.log_text():
+        assert time.monotonic() - started < LIMIT, "the download went on"
+        time.sleep(0.1)
