@@ -32,7 +32,15 @@ from kbfs.devserver.php import PhpTypeError
 from kbfs.devserver.registry import Call, Denied, RpcError
 from kbfs.devserver.store import Store
 
-__all__ = ["DROP", "Dispatcher", "Reply", "StreamedAnswer", "dumps", "procedure_names"]
+__all__ = [
+    "DROP",
+    "Dispatcher",
+    "Reply",
+    "StreamedAnswer",
+    "TrickledAnswer",
+    "dumps",
+    "procedure_names",
+]
 
 #: ``Reply.status`` value asking the HTTP layer to close the connection without answering.
 DROP = 0
@@ -70,14 +78,26 @@ class StreamedAnswer:
         return b"".join(self.pieces())
 
 
+class TrickledAnswer:
+    """A body to send one byte every ``every`` seconds (the ``slow`` fault): each read of the
+    client gets a byte in time, so no read timeout fires, however long the whole takes."""
+
+    def __init__(self, body: bytes | StreamedAnswer, every: float) -> None:
+        self.body, self.every = body, every
+
+    def __len__(self) -> int:
+        return len(self.body)
+
+    def __bytes__(self) -> bytes:
+        return bytes(self.body)
+
+
 class Reply(NamedTuple):
-    """A complete HTTP answer; ``status == DROP`` means: close the connection, send nothing.
-    ``trickle`` > 0: send the body one byte every ``trickle`` seconds (the ``slow`` fault)."""
+    """A complete HTTP answer; ``status == DROP`` means: close the connection, send nothing."""
 
     status: int
     headers: dict[str, str]
-    body: bytes | StreamedAnswer
-    trickle: float = 0.0
+    body: bytes | StreamedAnswer | TrickledAnswer
 
 
 class _HttpFault(Exception):
@@ -234,7 +254,9 @@ class Dispatcher:
         if request.truncate:
             full = bytes(out) or dumps(_error_obj(-32603, "Internal error"))
             out = full[: len(full) // 2]
-        return Reply(200, dict(JSON_HEADERS), out, request.trickle)
+        if request.trickle:
+            return Reply(200, dict(JSON_HEADERS), TrickledAnswer(out, request.trickle))
+        return Reply(200, dict(JSON_HEADERS), out)
 
     def _fault_reply(self, kind: str) -> Reply:
         if kind == "drop":

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from kbfs.devserver.attachments import FileKind
 from kbfs.devserver.faults import FaultPlan, Stats
-from kbfs.devserver.rpc import DROP, Dispatcher, StreamedAnswer
+from kbfs.devserver.rpc import DROP, Dispatcher, StreamedAnswer, TrickledAnswer
 from kbfs.devserver.sample import seed_sample_data
 from kbfs.devserver.store import Store
 
@@ -124,15 +124,17 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _send(
-        self,
-        status: int,
-        headers: dict[str, str],
-        body: bytes | StreamedAnswer,
-        trickle: float = 0.0,
+        self, status: int, headers: dict[str, str], answer: bytes | StreamedAnswer | TrickledAnswer
     ) -> None:
         keep_alive = self.server.devserver.config.keep_alive
         rate = self.server.devserver.config.bandwidth
-        if (rate or trickle) and isinstance(body, StreamedAnswer):
+        trickle = 0.0
+        body: bytes | StreamedAnswer
+        if isinstance(answer, TrickledAnswer):
+            body, trickle = bytes(answer), answer.every
+        else:
+            body = answer
+        if rate and isinstance(body, StreamedAnswer):
             body = bytes(body)
         self.send_response(status)
         for name, value in headers.items():
@@ -199,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self._send(reply.status, reply.headers, reply.body, reply.trickle)
+        self._send(reply.status, reply.headers, reply.body)
 
     # -- /_devserver/ -------------------------------------------------------------------------
 
