@@ -36,9 +36,10 @@ class Limits:
     max_records: int = 500_000
     #: A listing unused this long is dropped whatever the total.
     idle: float = 600.0
-    #: A listing used more recently than this is never dropped (what a command is walking
-    #: now, and what the kernel may still ask about by name).
-    min_age: float = 30.0
+    #: A listing used more recently than this is never dropped: what a command is working
+    #: in now would be fetched again and again. (Nothing else needs it: a lookup's node is
+    #: counted as the kernel's before any await, a readdir's are held by its handle.)
+    min_age: float = 10.0
 
 
 def records_kept(ns: Namespace) -> int:
