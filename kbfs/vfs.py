@@ -28,6 +28,7 @@ from typing import Any
 import trio
 
 from kbfs.client.protocol import KanboardAPI
+from kbfs.client.wire import MIN_TRANSFER_RATE
 from kbfs.errors import (
     AccessDenied,
     FsError,
@@ -35,9 +36,11 @@ from kbfs.errors import (
     IsADirectory,
     NoEntry,
     NotPermitted,
+    RequestTimedOut,
 )
 from kbfs.namespace import attributes
 from kbfs.namespace.attributes import Attr, Owner
+from kbfs.namespace.eviction import Limits, records_kept
 from kbfs.namespace.names import DEFAULT_LOCAL_NAMES, check_upload_name
 from kbfs.namespace.nodes import Node, NodeType
 from kbfs.namespace.tree import Namespace
@@ -68,7 +71,13 @@ class VfsConfig:
     user_id: int | None = None  # set under user auth: project roles decide writability
     upload_drain_timeout: float = 30.0
     local_names: tuple[str, ...] = DEFAULT_LOCAL_NAMES
-    op_timeout: float = 30.0  # bound on one listing, retries included
+    op_timeout: float = 30.0  # bound on one operation's server calls, retries included
+    # Memory (kbfs.namespace.eviction): records one listing may have (more: EIO); records
+    # kept in all listings before unused ones go; when a listing counts as unused or idle.
+    max_listing: int = 250_000
+    max_records: int = Limits.max_records
+    listing_min_age: float = Limits.min_age
+    listing_idle: float = Limits.idle
     kernel_cache_timeout: float = 1.0  # how long the kernel trusts a name or attributes
     max_file_size: int | None = None  # -o max_file_size: writes past it fail with EFBIG
 
@@ -132,7 +141,13 @@ class Vfs:
         self._owner = Owner(config.uid, config.gid, config.umask)
         self.ns = Namespace(config.local_names)
         self.inodes = self.ns.inodes
-        policy = RefreshPolicy(config.dir_ttl, config.op_timeout, config.user_id)
+        policy = RefreshPolicy(
+            config.dir_ttl,
+            config.op_timeout,
+            config.user_id,
+            config.max_listing,
+            Limits(config.max_records, config.listing_idle, config.listing_min_age),
+        )
         self.refresher = Refresher(client, self.ns, policy, clock)
         self.uploader = Uploader(client, self.ns, spool, content, self.refresher, clock)
         self.recovery = Recovery(self.ns, spool, self.uploader, client.endpoint, clock)
@@ -169,6 +184,7 @@ class Vfs:
         again at the next pass: an exception here would otherwise end the whole mount."""
         try:
             await self.recovery.retry_once()
+            self.drop_listings()
             self.reclaim_if_due()
         except Exception:
             log.exception("background pass failed; trying again in %g s", self.recovery.interval)
@@ -220,14 +236,33 @@ class Vfs:
     async def wait_uploads_idle(self, timeout: float) -> bool:
         return await self.uploader.wait_idle(timeout)
 
+    @contextlib.contextmanager
+    def _within(self, what: str, transfer: int = 0) -> Iterator[None]:
+        """One budget for a whole operation: ``op_timeout`` (plus ``transfer`` bytes' time at
+        the client's minimum rate), every server call, retry and wait in it included.
+
+        Each client call has the same budget of its own, but an operation can make several
+        (ls tasks/: the task list, then a batched listing of every task) and used to add them
+        up. The calls end a little before this deadline by themselves (see the client's
+        CALLER_MARGIN), so a cached listing can still be served; what is cut off here is
+        reported as EIO with a log line naming the operation.
+        """
+        seconds = self.config.op_timeout + transfer / MIN_TRANSFER_RATE
+        with trio.move_on_after(seconds) as scope:
+            yield
+        if scope.cancelled_caught:
+            raise RequestTimedOut(f"{what}: no answer from the server within {seconds:.1f} s")
+
     # ------------------------------------------------------------------ names and listings
 
     async def lookup(self, parent_ino: int, name: str) -> Node:
-        return await self.lister.lookup(parent_ino, name)
+        with self._within("lookup"):
+            return await self.lister.lookup(parent_ino, name)
 
     async def list_dir(self, ino: int) -> list[tuple[str, Node]]:
         """The entries of a directory, fetched if the cached listing is stale."""
-        return await self.lister.list_dir(ino)
+        with self._within("listing"):
+            return await self.lister.list_dir(ino)
 
     async def opendir(self, ino: int) -> int:
         entries = await self.list_dir(ino)
@@ -366,6 +401,8 @@ class Vfs:
                 "upload_failures": self.uploader.failures,
                 "removals": self.uploader.removals + self.remover.removals,
                 "listings": self.refresher.listings,
+                "listings_dropped": self.refresher.dropped,
+                "records": records_kept(self.ns),
                 "inodes": len(self.inodes),
                 "reclaimed": self.ns.reclaimed,
                 "http_requests": client.http_requests,
@@ -411,7 +448,17 @@ class Vfs:
                 self._set_aside_incomplete(node)
                 if node.pending is None and node.record is None:
                     raise NoEntry("the file's incomplete content went to the recovery folder")
-            pending = await self.uploader.open_for_change(node, truncate=bool(flags & os.O_TRUNC))
+            if node.pending is None and node.record is not None:
+                # Copy-on-open downloads the server's content: bounded by its size. (Local
+                # content needs no server; waiting for its upload is bounded by that upload.)
+                with self._within("open for writing", node.record.size):
+                    pending = await self.uploader.open_for_change(
+                        node, truncate=bool(flags & os.O_TRUNC)
+                    )
+            else:
+                pending = await self.uploader.open_for_change(
+                    node, truncate=bool(flags & os.O_TRUNC)
+                )
             if flags & os.O_TRUNC and pending.too_large:
                 pending.too_large, pending.last_error = False, None  # rewritten from zero
         if node.pending is not None:
@@ -434,7 +481,8 @@ class Vfs:
         check_upload_name(name)
         if name in (".", ".."):
             raise InvalidArgument()
-        await self.refresher.files(parent)
+        with self._within("create"):
+            await self.refresher.files(parent)
         existing = self.ns.view(parent.container).get(name)
         if existing is not None:
             self._set_aside_incomplete(self.node(existing))
@@ -552,10 +600,12 @@ class Vfs:
             return
         pending = node.pending
         if pending is None:
-            await self.remover.remove(name, node)
+            with self._within("rm"):
+                await self.remover.remove(name, node)
             return
         async with pending.lock:  # no upload may start meanwhile
-            await self.remover.remove(name, node)
+            with self._within("rm"):
+                await self.remover.remove(name, node)
 
     async def rename(
         self, parent_old: int, name_old: str, parent_new: int, name_new: str, flags: int
@@ -623,6 +673,24 @@ class Vfs:
             return  # busy: the next tick tries again
         self._reclaim_mark, self._reclaimed_at = mark, now
 
+    def drop_listings(self) -> int:
+        """Drop the listings nobody has used lately (bounded memory: see
+        kbfs.namespace.eviction), and free their nodes the kernel does not hold. Not while
+        an upload or rename holds nodes across an await; how many listings went."""
+        if self.uploader.busy():
+            return 0
+        dropped = self.refresher.drop_unused(self._held())
+        if dropped:
+            self.reclaim()
+        return dropped
+
+    def _held(self) -> set[int]:
+        """What a readdir still to come may reply."""
+        held: set[int] = set()
+        for handle in self._dir_handles.values():
+            held.update(node.ino for _, node in handle.entries)
+        return held
+
     def reclaim(self) -> int | None:
         """Free the file nodes nothing can reach any more (see Namespace.reclaim); how many
         were freed, or None while an upload or rename holds nodes across an await (the next
@@ -631,7 +699,4 @@ class Vfs:
         if self.uploader.busy():
             return None
         self.uploader.drop_idle_locks()
-        reachable: set[int] = set()
-        for handle in self._dir_handles.values():  # what a readdir still to come may reply
-            reachable.update(node.ino for _, node in handle.entries)
-        return self.ns.reclaim(reachable)
+        return self.ns.reclaim(self._held())

@@ -13,8 +13,8 @@ Parameters of :class:`KanboardClient`:
 * ``url`` - the Kanboard base URL in any usual form (see :func:`normalise_endpoint`).
 * ``credentials`` - :class:`Credentials`: the application token (user ``jsonrpc``) or a user's
   password / personal API token.
-* ``timeout`` - seconds for each of connect/read/write/pool; each call is also bounded as a
-  whole by ``trio.fail_after`` (transfers get extra time in proportion to their size).
+* ``timeout`` - seconds for each of connect/read/write/pool, and the budget of each call as a
+  whole, retries included (transfers get extra time in proportion to their size).
 * ``retries`` - extra attempts for idempotent calls (get*, download*, batches of those) on
   transport or server errors; create*/remove* are never re-sent.
 * ``verify`` - TLS verification: True (the system's CA store), False or a CA bundle
@@ -434,13 +434,17 @@ class KanboardClient:
             return "downloadProjectFile", {"project_id": container.project_id, "file_id": file_id}
         return "downloadTaskFile", {"file_id": file_id}
 
-    async def download_file(self, container: Container, file_id: int, sink: BinaryIO) -> int:
+    async def download_file(
+        self, container: Container, file_id: int, sink: BinaryIO, size: int | None = None
+    ) -> int:
         """Stream the file's content into ``sink`` (sink.writelines gets decoded pieces); the number
         of bytes written. EmptyDownload (a NotFound) when Kanboard answers "" (missing file,
         other project, storage error - a 0-byte file cannot exist). On any error ``sink`` may
-        hold a partial file. Retries rewind a seekable sink to where it started."""
+        hold a partial file. Retries rewind a seekable sink to where it started. ``size``, the
+        record's, bounds the whole download's time (RequestTimeout past it; see
+        RpcTransport.download)."""
         method, params = self._download_call(container, file_id)
-        return await self._rpc.download(method, params, sink)
+        return await self._rpc.download(method, params, sink, size)
 
     async def download_files(
         self,

@@ -80,8 +80,11 @@ class KanboardAPI(Protocol):
         """One attachment's metadata; NotFound if it is not (or no longer) in ``container``."""
         ...
 
-    async def download_file(self, container: Container, file_id: int, sink: BinaryIO) -> int:
-        """Stream the content into ``sink``; the number of bytes written."""
+    async def download_file(
+        self, container: Container, file_id: int, sink: BinaryIO, size: int | None = None
+    ) -> int:
+        """Stream the content into ``sink``; the number of bytes written. ``size`` (the
+        record's) bounds the download's total time."""
         ...
 
     async def download_files(

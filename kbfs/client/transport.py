@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -45,8 +46,10 @@ from kbfs.client.streams import (
     upload_body,
 )
 from kbfs.client.wire import (
+    CALLER_MARGIN,
     JSON_HEADERS,
     MAX_BODY,
+    MIN_TRANSFER_RATE,
     NOT_AN_ENDPOINT,
     NOT_KANBOARD,
     PHP_MEMORY,
@@ -69,10 +72,15 @@ class RpcTransport:
 
     Retries (exponential backoff with jitter) happen here and only for idempotent methods:
     a create* or remove* is sent exactly once, whatever happens.
+
+    Each call has ONE time budget, attempts and the pauses between them included: ``timeout``
+    seconds, plus a transfer's share at MIN_TRANSFER_RATE (see ``budget``). A retry is made
+    only while the budget (or the caller's own deadline, if earlier) leaves time for its pause;
+    otherwise the last failure is raised at once. httpx's per-phase timeouts alone do not bound
+    anything: a server sending a byte a second never trips a read timeout.
     """
 
-    #: Slowest average transfer rate tolerated before the hard deadline fires (bytes/s).
-    MIN_TRANSFER_RATE = 64 * 1024
+    MIN_TRANSFER_RATE = MIN_TRANSFER_RATE
     #: First retry delay in seconds; doubles per attempt, with +-50% jitter.
     BACKOFF_BASE = 0.2
     BACKOFF_MAX = 5.0
@@ -137,9 +145,11 @@ class RpcTransport:
 
     # ---------------------------------------------------------------------------- helpers
 
-    def _hard_deadline(self, extra_bytes: int = 0) -> float:
-        """A bound on a whole exchange, on top of httpx's per-phase timeouts."""
-        return self.timeout * 2 + 1.0 + extra_bytes / self.MIN_TRANSFER_RATE
+    def budget(self, transfer_bytes: int = 0) -> float:
+        """Seconds one call may take in all, retries included: the timeout, plus the time
+        ``transfer_bytes`` (a file's size) take at MIN_TRANSFER_RATE. Fixed when the call
+        starts: bytes arriving never extend it, so a server trickling forever is cut off."""
+        return self.timeout + max(0, transfer_bytes) / self.MIN_TRANSFER_RATE
 
     def _envelope(self, method: str, params: Params, rid: int) -> dict[str, Any]:
         env: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": rid}
@@ -282,27 +292,60 @@ class RpcTransport:
         idempotent: bool,
         attempt: Callable[[], Awaitable[T]],
         before_retry: Callable[[], bool] | None = None,
+        budget: float | None = None,
+        on_deadline: Callable[[trio.CancelScope], None] | None = None,
     ) -> T:
+        """``attempt()`` until it succeeds, fails for good, or the call's budget is spent.
+
+        ``on_deadline`` gets the scope holding the budget's deadline: a download whose sink
+        held it (no reader wanted more yet) moves that deadline by the time held.
+
+        The budget bounds every attempt and every pause: when it runs out the attempt in
+        flight is cancelled and RequestTimeout raised. A caller's own deadline
+        (``trio.current_effective_deadline``: the mount's bound on one file operation) ends it
+        CALLER_MARGIN earlier if that comes first, so the caller sees a RequestTimeout it can
+        handle rather than a cancellation. A retry whose pause would end past the deadline is
+        not made: the failure at hand is raised instead of waiting for a certain timeout.
+        """
+        now = trio.current_time()
+        own = now + (self.budget() if budget is None else budget)
+        deadline = min(own, trio.current_effective_deadline() - CALLER_MARGIN)
+        seconds = max(0.0, deadline - now)
         attempts = 1 + (self.retries if idempotent else 0)
         n = 0
-        while True:
-            try:
-                return await attempt()
-            except (TransportError, ServerError) as exc:
-                n += 1
-                if n >= attempts or not is_retryable(exc):
-                    raise
-                if before_retry is not None and not before_retry():
-                    raise
-                delay = min(self.BACKOFF_MAX, self.BACKOFF_BASE * 2 ** (n - 1))
-                delay *= random.uniform(0.5, 1.5)
-                retry_after = exc.retry_after if isinstance(exc, ServerError) else None
-                if retry_after:
-                    delay = max(delay, min(float(retry_after), 30.0))
-                log.debug(
-                    "%s failed (%s); retry %d/%d in %.2fs", label, exc, n, attempts - 1, delay
-                )
-                await trio.sleep(delay)
+        with trio.move_on_at(deadline) as scope:
+            if on_deadline is not None:
+                on_deadline(scope)
+            while True:
+                try:
+                    return await attempt()
+                except (TransportError, ServerError) as exc:
+                    n += 1
+                    if n >= attempts or not is_retryable(exc):
+                        raise
+                    if before_retry is not None and not before_retry():
+                        raise
+                    delay = min(self.BACKOFF_MAX, self.BACKOFF_BASE * 2 ** (n - 1))
+                    delay *= random.uniform(0.5, 1.5)
+                    retry_after = exc.retry_after if isinstance(exc, ServerError) else None
+                    if retry_after:
+                        delay = max(delay, min(float(retry_after), 30.0))
+                    if trio.current_time() + delay >= deadline:
+                        log.debug("%s failed (%s); no time left for a retry", label, exc)
+                        raise
+                    log.debug(
+                        "%s failed (%s); retry %d/%d in %.2fs", label, exc, n, attempts - 1, delay
+                    )
+                    await trio.sleep(delay)
+        assert scope.cancelled_caught
+        tries = f", {n + 1} attempts" if n else ""
+        if deadline < own:  # the operation's deadline came first
+            what = f"the operation's {self.timeout:g} s timeout"
+        else:
+            what = f"{seconds:.1f} s"
+        raise RequestTimeout(
+            f"no complete answer within {what}{tries}", method=label, request_sent=True
+        )
 
     async def _exchange(
         self,
@@ -310,26 +353,21 @@ class RpcTransport:
         content: bytes | AsyncIterator[bytes],
         *,
         headers: dict[str, str],
-        deadline: float,
         request_id: int | str,
     ) -> bytes:
-        """POST once and return the (status-checked) body. Any failure is a KanboardError."""
+        """POST once and return the (status-checked) body. Any failure is a KanboardError;
+        the time it may take is the caller's budget (``_with_retries``)."""
         self._http_requests += 1
         started = time.monotonic()
         status = 0
         try:
-            with trio.fail_after(deadline):
-                async with self._client.stream(
-                    "POST", self.endpoint, content=content, headers=headers
-                ) as response:
-                    status = response.status_code
-                    self.server_clock.observe_http_date(response.headers.get("date"))
-                    body = await self._read_capped(response, label, MAX_BODY)
-                    self._check_status(label, response, body)
-        except trio.TooSlowError:
-            raise RequestTimeout(
-                f"no complete answer within {deadline:.0f}s", method=label, request_sent=True
-            ) from None
+            async with self._client.stream(
+                "POST", self.endpoint, content=content, headers=headers
+            ) as response:
+                status = response.status_code
+                self.server_clock.observe_http_date(response.headers.get("date"))
+                body = await self._read_capped(response, label, MAX_BODY)
+                self._check_status(label, response, body)
         except httpx.HTTPError as exc:
             raise self._map_httpx(exc, label) from exc
         finally:
@@ -351,9 +389,7 @@ class RpcTransport:
             rid = next(self._ids)
             self._calls[method] += 1
             body = json.dumps(self._envelope(method, params, rid), ensure_ascii=False).encode()
-            data = await self._exchange(
-                method, body, headers=JSON_HEADERS, deadline=self._hard_deadline(), request_id=rid
-            )
+            data = await self._exchange(method, body, headers=JSON_HEADERS, request_id=rid)
             return self.unwrap(method, self._parse_json(method, data), rid)
 
         return await self._reauthenticating(
@@ -386,7 +422,6 @@ class RpcTransport:
                 label,
                 body,
                 headers=JSON_HEADERS,
-                deadline=self._hard_deadline(),
                 request_id=f"{ids[0]}..{ids[-1]}",
             )
             parsed = self._parse_json(label, data)
@@ -418,15 +453,25 @@ class RpcTransport:
 
     # ---------------------------------------------------------------------------- transfers
 
-    async def download(self, method: str, params: Params, sink: BinaryIO) -> int:
+    async def download(
+        self, method: str, params: Params, sink: BinaryIO, size: int | None = None
+    ) -> int:
         """Call a download* procedure and stream the decoded file into ``sink``.
 
         The base64 result is decoded as it arrives (see streams); memory stays around
         FLUSH_SIZE plus one network chunk. Retried like any read, after rewinding ``sink`` to
         where it started (impossible for a non-seekable sink that already got bytes: then the
         first error is raised). On error, ``sink`` may hold a partial file: discard it.
+
+        ``size`` (the record's) fixes the whole download's budget when it starts: the timeout
+        plus the base64 text's time at MIN_TRANSFER_RATE, retries included. A server that
+        trickles bytes, or stalls between chunks, is cut off when that runs out, however long
+        it keeps sending. Without a size, each attempt gets the timeout plus its received
+        bytes' share (a caller that knows nothing of the file; kbfs always passes it).
         """
         writer = SinkWriter(sink)
+        budget = math.inf if size is None else self.budget(-(-size // 3) * 4)
+        deadlines: list[trio.CancelScope] = []  # the budget's scope: a paused sink extends it
 
         async def attempt() -> int:
             rid = next(self._ids)
@@ -434,9 +479,13 @@ class RpcTransport:
             self._http_requests += 1
             body = json.dumps(self._envelope(method, params, rid), ensure_ascii=False).encode()
             started = time.monotonic()
-            with trio.CancelScope(deadline=trio.current_time() + self._hard_deadline()) as scope:
+            with trio.CancelScope() as scope:
+                if size is None:
+                    scope.deadline = trio.current_time() + self.budget()
                 try:
-                    total = await self._download_attempt(method, body, rid, writer, scope)
+                    total = await self._download_attempt(
+                        method, body, rid, writer, scope if size is None else None, deadlines
+                    )
                 except httpx.HTTPError as exc:
                     raise self._map_httpx(exc, method) from exc
                 except Base64FormatError as exc:
@@ -457,16 +506,29 @@ class RpcTransport:
 
         return await self._reauthenticating(
             method,
-            lambda: self._with_retries(method, True, attempt, before_retry=writer.rewind),
+            lambda: self._with_retries(
+                method,
+                True,
+                attempt,
+                before_retry=writer.rewind,
+                budget=budget,
+                on_deadline=deadlines.append,
+            ),
             writer.rewind,
         )
 
     async def _download_attempt(
-        self, method: str, body: bytes, rid: int, writer: SinkWriter, scope: trio.CancelScope
+        self,
+        method: str,
+        body: bytes,
+        rid: int,
+        writer: SinkWriter,
+        growing: trio.CancelScope | None,
+        deadlines: list[trio.CancelScope],
     ) -> int:
-        """One POST of a download; each chunk read extends ``scope``'s deadline by its share
-        of MIN_TRANSFER_RATE, so a large file is bounded by its size, not by a fixed time.
-        Time the sink held the download (no reader wanted more yet) does not count."""
+        """One POST of a download. With ``growing`` (no size known), each chunk read extends
+        that scope's deadline by its share of MIN_TRANSFER_RATE. Time the sink held the
+        download (no reader wanted more yet) extends ``deadlines`` (the call's budget) too."""
         stream = ResultStream(method)
         async with self._client.stream(
             "POST", self.endpoint, content=body, headers=JSON_HEADERS
@@ -476,10 +538,14 @@ class RpcTransport:
                 data = await self._read_capped(response, method, MAX_BODY)
                 self._check_status(method, response, data)
             async for chunk in response.aiter_bytes():
-                scope.deadline += len(chunk) / self.MIN_TRANSFER_RATE
+                if growing is not None:
+                    growing.deadline += len(chunk) / self.MIN_TRANSFER_RATE
                 writer.add(stream.feed(chunk))
                 if writer.flush_due():
-                    scope.deadline += await writer.flush()
+                    held = await writer.flush()
+                    for scope in (growing, *deadlines):
+                        if held and scope is not None:
+                            scope.deadline += held
 
         writer.add(
             stream.finish(lambda doc: self.unwrap(method, self._parse_json(method, doc), rid))
@@ -513,7 +579,7 @@ class RpcTransport:
         body = json.dumps(payload, ensure_ascii=False).encode()
         splitter = ArraySplitter(label, MAX_BODY)
         delivered: set[int] = set()
-        deadline = self._hard_deadline(expected_bytes * 4 // 3)
+        deadline = self.budget(expected_bytes * 4 // 3)
         started = time.monotonic()
         status = 0
         try:
@@ -522,6 +588,7 @@ class RpcTransport:
                     "POST", self.endpoint, content=body, headers=JSON_HEADERS
                 ) as response:
                     status = response.status_code
+                    self.server_clock.observe_http_date(response.headers.get("date"))
                     if not 200 <= status < 300:
                         data = await self._read_capped(response, label, MAX_BODY)
                         self._check_status(label, response, data)
@@ -595,9 +662,12 @@ class RpcTransport:
             self._calls[method] += 1
             length, body = upload_body(method, params, rid, source, size)
             headers = {**JSON_HEADERS, "Content-Length": str(length)}
-            data = await self._exchange(
-                method, body, headers=headers, deadline=self._hard_deadline(length), request_id=rid
-            )
+
+            async def attempt() -> bytes:
+                return await self._exchange(method, body, headers=headers, request_id=rid)
+
+            # Never retried (idempotent=False): the budget only bounds the one attempt.
+            data = await self._with_retries(method, False, attempt, budget=self.budget(length))
             return self.unwrap(method, self._parse_json(method, data), rid)
 
         def rewind() -> bool:

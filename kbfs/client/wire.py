@@ -100,6 +100,15 @@ def id_key(value: Any) -> str:
     return str(value)
 
 
+#: Slowest average rate a transfer's time budget allows for (bytes/s): a call moving N bytes
+#: may take ``timeout + N / MIN_TRANSFER_RATE`` seconds in all.
+MIN_TRANSFER_RATE = 64 * 1024
+#: How long before a caller's own deadline a call gives up by itself: its failure is then an
+#: ordinary RequestTimeout the caller handles (serving a cached listing, checking whether a
+#: removal happened), not a cancellation that skips all of that.
+CALLER_MARGIN = 0.25
+
+
 def is_retryable(exc: KanboardError) -> bool:
     """Whether a failure may go away on its own: connection trouble, 5xx, 408 and 429."""
     if isinstance(exc, TransportError):

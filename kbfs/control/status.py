@@ -363,6 +363,12 @@ def format_found(found: Found, now: float | None = None) -> str:
             lines.append(
                 f"  memory   {counters['inodes']} inodes"
                 f" ({counters.get('reclaimed', 0)} freed since mounted)"
+                + (
+                    f", {counters['records']} listed files"
+                    f" ({counters.get('listings_dropped', 0)} unused listings dropped)"
+                    if "records" in counters
+                    else ""
+                )
             )
     errors = data.get("errors") or {}
     if errors:

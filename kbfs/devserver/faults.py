@@ -13,18 +13,30 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FAULT_KINDS", "HTTP_FAULTS", "RESULT_FAULTS", "Fault", "FaultPlan", "Stats"]
+__all__ = [
+    "FAULT_KINDS",
+    "HTTP_FAULTS",
+    "RESULT_FAULTS",
+    "TIMED_FAULTS",
+    "Fault",
+    "FaultPlan",
+    "Stats",
+]
 
 #: Faults that replace the whole HTTP answer (the call is not executed, except ``truncated``).
 HTTP_FAULTS = frozenset({"http500", "html", "drop", "garbage", "truncated", "http401", "http403"})
 #: Faults that replace only the faulted call's result inside a normal answer.
 RESULT_FAULTS = frozenset({"false", "empty", "rpc_error"})
-FAULT_KINDS = HTTP_FAULTS | RESULT_FAULTS | {"delay"}
+#: Faults that take ``delay`` seconds: ``delay`` before the call is executed, ``slow`` per byte
+#: of the answer (a server, or a link, that trickles: httpx's read timeout never fires).
+TIMED_FAULTS = frozenset({"delay", "slow"})
+FAULT_KINDS = HTTP_FAULTS | RESULT_FAULTS | TIMED_FAULTS
 
 
 @dataclass
 class Fault:
-    """One rule: ``count`` more calls of ``method`` get ``kind`` (``delay`` seconds for delay)."""
+    """One rule: ``count`` more calls of ``method`` get ``kind`` (``delay`` seconds for delay,
+    seconds per byte of the answer for slow)."""
 
     method: str
     kind: str
@@ -57,7 +69,7 @@ class FaultPlan:
                 self._chaos = None
             return
         chosen = list(kinds or ["http500", "html", "garbage", "truncated", "drop", "rpc_error"])
-        unknown = set(chosen) - (FAULT_KINDS - {"delay"})
+        unknown = set(chosen) - (FAULT_KINDS - TIMED_FAULTS)
         if unknown or rate > 1:
             raise ValueError(f"bad chaos settings: kinds {sorted(unknown)}, rate {rate}")
         with self._lock:
@@ -74,8 +86,8 @@ class FaultPlan:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
         if count < 1:
             raise ValueError("count must be >= 1")
-        if kind == "delay" and (delay is None or delay < 0):
-            raise ValueError("a delay fault needs a non-negative 'delay'")
+        if kind in TIMED_FAULTS and (delay is None or delay < 0):
+            raise ValueError(f"a {kind} fault needs a non-negative 'delay'")
         rule = Fault(method, kind, int(count), float(delay or 0.0))
         with self._lock:
             self._rules.append(rule)

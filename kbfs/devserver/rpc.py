@@ -32,7 +32,15 @@ from kbfs.devserver.php import PhpTypeError
 from kbfs.devserver.registry import Call, Denied, RpcError
 from kbfs.devserver.store import Store
 
-__all__ = ["DROP", "Dispatcher", "Reply", "StreamedAnswer", "dumps", "procedure_names"]
+__all__ = [
+    "DROP",
+    "Dispatcher",
+    "Reply",
+    "StreamedAnswer",
+    "TrickledAnswer",
+    "dumps",
+    "procedure_names",
+]
 
 #: ``Reply.status`` value asking the HTTP layer to close the connection without answering.
 DROP = 0
@@ -70,12 +78,26 @@ class StreamedAnswer:
         return b"".join(self.pieces())
 
 
+class TrickledAnswer:
+    """A body to send one byte every ``every`` seconds (the ``slow`` fault): each read of the
+    client gets a byte in time, so no read timeout fires, however long the whole takes."""
+
+    def __init__(self, body: bytes | StreamedAnswer, every: float) -> None:
+        self.body, self.every = body, every
+
+    def __len__(self) -> int:
+        return len(self.body)
+
+    def __bytes__(self) -> bytes:
+        return bytes(self.body)
+
+
 class Reply(NamedTuple):
     """A complete HTTP answer; ``status == DROP`` means: close the connection, send nothing."""
 
     status: int
     headers: dict[str, str]
-    body: bytes | StreamedAnswer
+    body: bytes | StreamedAnswer | TrickledAnswer
 
 
 class _HttpFault(Exception):
@@ -169,6 +191,7 @@ class _Request:
     username: str | None
     password: str | None
     truncate: bool = False
+    trickle: float = 0.0
     callers: dict[str, Call] = field(default_factory=dict)
 
 
@@ -231,6 +254,8 @@ class Dispatcher:
         if request.truncate:
             full = bytes(out) or dumps(_error_obj(-32603, "Internal error"))
             out = full[: len(full) // 2]
+        if request.trickle:
+            return Reply(200, dict(JSON_HEADERS), TrickledAnswer(out, request.trickle))
         return Reply(200, dict(JSON_HEADERS), out)
 
     def _fault_reply(self, kind: str) -> Reply:
@@ -269,6 +294,8 @@ class Dispatcher:
                 time.sleep(fault.delay)
             elif fault.kind == "truncated":
                 request.truncate = True
+            elif fault.kind == "slow":
+                request.trickle = max(request.trickle, fault.delay)
             elif fault.kind in ("false", "empty", "rpc_error"):
                 if notification:
                     return None

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from kbfs.devserver.attachments import FileKind
 from kbfs.devserver.faults import FaultPlan, Stats
-from kbfs.devserver.rpc import DROP, Dispatcher, StreamedAnswer
+from kbfs.devserver.rpc import DROP, Dispatcher, StreamedAnswer, TrickledAnswer
 from kbfs.devserver.sample import seed_sample_data
 from kbfs.devserver.store import Store
 from kbfs.devserver.versions import Release, UnsupportedVersion
@@ -149,13 +149,19 @@ class _Handler(BaseHTTPRequestHandler):
         self,
         status: int,
         headers: dict[str, str],
-        body: bytes | StreamedAnswer,
+        answer: bytes | StreamedAnswer | TrickledAnswer,
         counted: bool = False,
     ) -> None:
         """Answer; with ``counted``, the body bytes actually written go to the stats (what a
         client cost: a download it abandons stops counting when it closes the connection)."""
         keep_alive = self.server.devserver.config.keep_alive
         rate = self.server.devserver.config.bandwidth
+        trickle = 0.0
+        body: bytes | StreamedAnswer
+        if isinstance(answer, TrickledAnswer):
+            body, trickle = bytes(answer), answer.every
+        else:
+            body = answer
         if rate and isinstance(body, StreamedAnswer):
             body = bytes(body)
         self.send_response(status)
@@ -172,9 +178,19 @@ class _Handler(BaseHTTPRequestHandler):
         if send_buffer:
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         try:
-            self._write_body(body, rate, counted)
+            if trickle:
+                self._trickle(bytes(body), trickle)
+            else:
+                self._write_body(body, rate, counted)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away (a download it cancelled)
+
+    def _trickle(self, body: bytes, every: float) -> None:
+        """One byte, then a pause: until the body is sent or the client has gone."""
+        for i in range(len(body)):
+            self.wfile.write(body[i : i + 1])
+            self.wfile.flush()
+            time.sleep(every)
 
     def _write_body(self, body: bytes | StreamedAnswer, rate: int | None, counted: bool) -> None:
         stats = self.server.devserver.stats

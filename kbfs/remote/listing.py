@@ -18,6 +18,7 @@ class Listing:
     """A cached server listing with its fetch time and a lock that shares refreshes."""
 
     fetched_at: float = NEVER
+    used_at: float = NEVER  # last looked at (file listings: the oldest unused are dropped)
     lock: trio.Lock = field(default_factory=trio.Lock)
     failing: bool = False  # the last refresh failed: the cached listing is shown as it was
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
 import trio
@@ -20,7 +20,10 @@ import trio
 from kbfs.client.errors import KanboardError, ServerError, TransportError
 from kbfs.client.models import Container, Project, Task
 from kbfs.client.protocol import KanboardAPI
+from kbfs.client.wire import CALLER_MARGIN
 from kbfs.errors import FsError, NoEntry, RequestTimedOut
+from kbfs.namespace import eviction
+from kbfs.namespace.eviction import Limits
 from kbfs.namespace.nodes import Node, NodeType
 from kbfs.namespace.tree import Namespace
 from kbfs.remote.listing import Listing, ProjectList, TaskList
@@ -39,6 +42,10 @@ class RefreshPolicy:
     dir_ttl: float = 5.0  # how long a listing is fresh
     op_timeout: float = 30.0  # bound on one listing, retries included
     user_id: int | None = None  # under user auth: project roles decide writability
+    # More records than this in ONE listing are refused (EIO): see ``_check_size``.
+    max_listing: int = 250_000
+    # When unused file listings are dropped (kbfs.namespace.eviction).
+    limits: Limits = field(default_factory=Limits)
 
 
 class Refresher:
@@ -57,6 +64,7 @@ class Refresher:
         self.policy = policy
         self.clock = clock
         self.listings = 0  # listing requests made (a batch counts once)
+        self.dropped = 0  # file listings dropped unused (kbfs.namespace.eviction)
         self._projects = ProjectList()
         self._tasks: dict[int, TaskList] = {}
         self._files: dict[Container, Listing] = {}
@@ -118,13 +126,22 @@ class Refresher:
         elif node.type is NodeType.PROJECTS:
             await self.refresh_projects(force=True)
 
+    def _deadline(self) -> float:
+        """When a listing call must give up: ``op_timeout`` from now, and a little before the
+        deadline of the file operation it serves (see Vfs), so a cached listing can still be
+        served, or the failure reported, before that operation's own bound cuts it off."""
+        own = trio.current_time() + self.policy.op_timeout
+        return min(own, trio.current_effective_deadline() - CALLER_MARGIN)
+
     async def _bounded(self, call: Awaitable[T]) -> T:
         """A listing call, failed with EIO if the server has not answered within the timeout
         (retries included): a process must never hang on a server that went away."""
-        with trio.move_on_after(self.policy.op_timeout) as scope:
+        deadline = self._deadline()
+        seconds = max(0.0, deadline - trio.current_time())
+        with trio.move_on_at(deadline) as scope:
             return await call
         assert scope.cancelled_caught
-        raise RequestTimedOut(f"no answer from the server within {self.policy.op_timeout:g} s")
+        raise RequestTimedOut(f"no answer from the server within {seconds:.3g} s")
 
     def _serve_stale(self, listing: Listing, exc: Exception, what: str) -> bool:
         """Keep serving a cached listing while the server is unreachable or failing."""
@@ -198,6 +215,7 @@ class Refresher:
         """A file directory's listing, fetched into the namespace if stale."""
         container = dir_node.container
         listing = self.listing(container)
+        listing.used_at = self.clock()
         if not force and self._fresh(listing):
             return listing
         async with listing.lock:
@@ -211,6 +229,7 @@ class Refresher:
                     return listing
                 raise
             self.listings += 1
+            self._check_size(dir_node, len(records))
             self.ns.apply_listing(container, records, ticket)
             listing.fetched_at = self.clock()
             listing.failing = False
@@ -227,18 +246,55 @@ class Refresher:
         if len(stale) < 2:
             return
         tickets = {n.ino: self.ns.listing_asked(n.container) for n in stale}
-        try:
-            results = await self.client.list_files_many([n.container for n in stale])
-        except KanboardError as exc:
-            log.debug("batched listing failed, directories will be fetched one by one: %s", exc)
+        results = None
+        # Within the listing's own bound: a slow batch must not hold up ls tasks/ (whose
+        # entries are known already) past the operation's timeout.
+        with trio.move_on_at(self._deadline()):
+            try:
+                results = await self.client.list_files_many([n.container for n in stale])
+            except KanboardError as exc:
+                log.debug("batched listing failed, directories will be fetched one by one: %s", exc)
+        if results is None:
+            log.debug("no batched listing in time; directories will be fetched one by one")
             return
         now = self.clock()
         for dir_node, result in zip(stale, results, strict=True):
-            if isinstance(result, BaseException):
-                continue
+            if isinstance(result, BaseException) or len(result) > self.policy.max_listing:
+                continue  # left for the directory's own fetch to report
             listing = self.listing(dir_node.container)
             if self._fresh(listing) or listing.lock.locked():
                 continue
             self.ns.apply_listing(dir_node.container, result, tickets[dir_node.ino])
             listing.fetched_at = now
         self.listings += 1
+
+    # ------------------------------------------------------------------ memory
+
+    def _check_size(self, dir_node: Node, count: int) -> None:
+        """Refuse a listing of more than ``max_listing`` records (EIO, and a log line).
+
+        A directory that large costs hundreds of MB of daemon memory, and no tool works
+        well on it. Showing only part of it is not an option: a file left out would look
+        deleted to this mount (an edit of it would be uploaded beside it as a new file).
+        """
+        limit = self.policy.max_listing
+        if count > limit:
+            raise FsError(
+                f"{self.ns.path_of(dir_node)}: the server lists {count} files, more than the "
+                f"{limit} kbfs keeps for one directory"
+            )
+
+    def drop_unused(self, held: set[int]) -> int:
+        """Drop the file listings nobody uses (see kbfs.namespace.eviction); how many went.
+        ``held``: inodes an open directory handle may still reply. A listing being fetched
+        is left alone; a dropped one is fetched again at its next lookup."""
+        busy = {c for c, listing in self._files.items() if listing.lock.locked()}
+        used = {c: listing.used_at for c, listing in self._files.items()}
+        dropped = eviction.evict(
+            self.ns, used, self.clock(), busy=busy, held=held, limits=self.policy.limits
+        )
+        for container in dropped:
+            self._files.pop(container, None)
+            log.debug("dropped the unused listing of %s", container)
+        self.dropped += len(dropped)
+        return len(dropped)

@@ -36,6 +36,7 @@ import trio
 from kbfs.client.errors import KanboardError, NotFound
 from kbfs.client.models import Container, FileRecord
 from kbfs.client.protocol import KanboardAPI
+from kbfs.client.wire import MIN_TRANSFER_RATE
 from kbfs.errors import FsError
 from kbfs.storage.private import open_nofollow, owned_dir
 
@@ -56,6 +57,7 @@ class _Download:
     def __init__(self, part: Path, size: int) -> None:
         self.part = part
         self.size = size
+        self.started = trio.current_time()
         self.done = trio.Event()
         self.error: BaseException | None = None
         self.progress = 0  # written by the sink, possibly from a worker thread
@@ -155,8 +157,11 @@ class Opened:
 
         A read that reaches the end of the file waits for the whole download and its size
         check: the first bytes of a file are served as they arrive, but no reader sees a
-        complete file that the check then refuses. Fails with EIO if the download fails, or
-        makes no progress for ``stall_timeout``.
+        complete file that the check then refuses. Fails with EIO if the download fails, makes
+        no progress for ``stall_timeout``, or has not brought the bytes up to ``end`` by the
+        time they take at the client's minimum rate (plus ``stall_timeout``) from its start:
+        a server trickling a byte a second makes progress, but a read must not wait for it
+        as long as the whole download's budget (hours, for a large file).
         """
         download = self.download
         if download is None:
@@ -164,15 +169,22 @@ class Opened:
         end = min(end, self.size)
         download.want(end)
         whole = end >= self.size
+        due = download.started + stall_timeout + -(-end // 3) * 4 / MIN_TRANSFER_RATE
         seen, since = download.progress, trio.current_time()
         while (whole or download.progress < end) and not download.done.is_set():
             changed = download.changed
             with trio.move_on_after(0.05):  # the sink also wakes us; this is a safety net
                 await changed.wait()
+            now = trio.current_time()
             if download.progress != seen:
-                seen, since = download.progress, trio.current_time()
-            elif trio.current_time() - since > stall_timeout:
+                seen, since = download.progress, now
+            elif now - since > stall_timeout:
                 raise FsError(f"the download stalled for {stall_timeout:g} s")
+            if now > due:
+                raise FsError(
+                    f"the download is too slow: {download.progress} of the {end} bytes this "
+                    f"read needs after {now - download.started:.1f} s"
+                )
         if download.error is not None and (whole or download.progress < end):
             raise FsError(f"download failed: {download.error}")
 
@@ -184,7 +196,8 @@ class ContentCache:
     """
 
     # A download its last reader left is finished anyway when it is this far along, or this
-    # small: dropping it would save little and cost a new request if the file is read again.
+    # small and arriving: dropping it would save little and cost a new request if the file is
+    # read again.
     FINISH_FRACTION = 0.75
     FINISH_BELOW = 256 * 1024
     BATCH_PAUSE = 60.0  # no batched reads for this long after one failed
@@ -313,10 +326,12 @@ class ContentCache:
         download.readers -= 1
         if download.readers > 0 or download.done.is_set():
             return
-        if download.size <= self.FINISH_BELOW:
-            return
         if download.progress >= self.FINISH_FRACTION * download.size:
             return
+        if download.size <= self.FINISH_BELOW and download.progress > 0:
+            return  # small and flowing: cheaper to finish than to ask again
+        # (Nothing arrived yet: a stalled server. The next open asks afresh rather than join
+        # a request its last reader gave up on.)
         log.debug(
             "dropping a download nobody reads: %d of %d bytes arrived",
             download.progress,
@@ -372,7 +387,12 @@ class ContentCache:
                 await self._check_project_file(container, record)
             sink = _ProgressSink(fd, download, record.size)
             try:
-                written = await self.client.download_file(container, record.id, sink)  # type: ignore[arg-type]
+                written = await self.client.download_file(
+                    container,
+                    record.id,
+                    sink,  # type: ignore[arg-type]
+                    record.size,
+                )
             finally:
                 sink.close()
             if written != record.size:

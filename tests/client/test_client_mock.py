@@ -37,6 +37,7 @@ from kbfs.client import (
     streams,
     wire,
 )
+from kbfs.client.transport import RpcTransport
 
 TASK = Container(project_id=1, task_id=5)
 PROJ = Container(project_id=1)
@@ -432,15 +433,141 @@ async def test_transport_errors(
 
 
 async def test_hard_timeout(autojump_clock: Any) -> None:
+    """A server that never answers: the call ends after its one budget (the timeout), with
+    no second attempt that would double it (#18: each attempt used to get 2 x timeout + 1 s)."""
+
     async def handler(request: httpx.Request) -> httpx.Response:
         await trio.sleep(1000)
         return httpx.Response(200)
 
     async with client_for(handler, timeout=1.0, retries=1) as client:
+        started = trio.current_time()
         with pytest.raises(RequestTimeout) as info:
             await client.get_version()
         assert info.value.request_sent
-        assert client.statistics().http_requests == 2
+        assert trio.current_time() - started == pytest.approx(1.0)
+        assert client.statistics().http_requests == 1
+
+
+# ------------------------------------------------------------------------------ one budget
+
+
+def _trickle(prefix: bytes, every: float) -> Any:
+    """Answer with ``prefix``, then one more byte of base64 every ``every`` seconds, forever."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        async def gen() -> Any:
+            yield prefix
+            while True:
+                await trio.sleep(every)
+                yield b"A"
+
+        return httpx.Response(200, content=gen())
+
+    return handler
+
+
+async def test_retries_stop_when_the_budget_is_spent(autojump_clock: Any) -> None:
+    """Failures that each take most of the timeout: one more attempt is made only while the
+    budget lasts, and the whole call ends at the timeout, not at retries x timeout."""
+    calls = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        await trio.sleep(2.0)
+        return httpx.Response(502)
+
+    async with client_for(handler, timeout=3.0, retries=3) as client:
+        started = trio.current_time()
+        with pytest.raises(RequestTimeout):
+            await client.get_version()
+        assert trio.current_time() - started == pytest.approx(3.0)
+    assert calls == 2  # the second attempt was cut off by the budget
+
+
+async def test_no_retry_whose_pause_outlasts_the_budget(autojump_clock: Any) -> None:
+    """A 503 asking to come back in 10 s, under a 3 s timeout: the 503 is the answer, at
+    once, rather than a pause that could only end in a timeout."""
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(503, headers={"Retry-After": "10"})
+
+    async with client_for(handler, timeout=3.0, retries=3) as client:
+        started = trio.current_time()
+        with pytest.raises(ServerError) as info:
+            await client.get_version()
+        assert info.value.status_code == 503
+        assert trio.current_time() - started < 0.01
+    assert calls == 1
+
+
+async def test_retries_happen_within_the_budget(autojump_clock: Any) -> None:
+    """Quick failures are still retried (with their backoff) while the budget lasts."""
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            return httpx.Response(500)
+        return httpx.Response(200, json=envelope("1.2.3", json.loads(request.content)["id"]))
+
+    async with client_for(handler, timeout=3.0, retries=3) as client:
+        assert await client.get_version() == "1.2.3"
+    assert calls == 3
+
+
+async def test_a_callers_deadline_stops_retries(autojump_clock: Any) -> None:
+    """Within an operation that must end sooner than the call's own budget (the mount's
+    per-operation bound), no retry is started whose pause would end past that deadline."""
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(503, headers={"Retry-After": "2"})
+
+    raised = None
+    async with client_for(handler, timeout=30.0, retries=3) as client:
+        with trio.move_on_after(1.0):
+            try:
+                await client.get_version()
+            except ServerError as exc:
+                raised = exc
+    assert raised is not None and raised.status_code == 503  # not cancelled in a pause
+    assert calls == 1
+
+
+@pytest.mark.parametrize("every", [1.0, 0.001])
+async def test_a_trickling_download_ends_within_its_budget(
+    every: float, autojump_clock: Any
+) -> None:
+    """#18: a download that keeps streaming under its size, a byte a second or in a steady
+    trickle: each chunk used to push the deadline, so it never ended. Now the budget is fixed
+    when it starts: the timeout plus the record size's share at the minimum rate."""
+    handler = _trickle(b'{"jsonrpc":"2.0","result":"', every)
+    async with client_for(handler, timeout=3.0, retries=3) as client:
+        started = trio.current_time()
+        with pytest.raises(RequestTimeout):
+            await client.download_file(TASK, 1, io.BytesIO(), size=10)
+        elapsed = trio.current_time() - started
+    assert elapsed == pytest.approx(3.0 + 16 / RpcTransport.MIN_TRANSFER_RATE)
+
+
+async def test_a_large_download_gets_its_sizes_share(autojump_clock: Any) -> None:
+    """The budget grows with the record's size: the time its base64 takes at the minimum rate."""
+    handler = _trickle(b'{"jsonrpc":"2.0","result":"', 1.0)
+    size = 3 * 2**20  # 4 MiB of base64: 64 s at the minimum rate
+    async with client_for(handler, timeout=3.0) as client:
+        started = trio.current_time()
+        with pytest.raises(RequestTimeout):
+            await client.download_file(TASK, 1, io.BytesIO(), size=size)
+    expected = 3.0 + (size // 3 * 4) / RpcTransport.MIN_TRANSFER_RATE
+    assert trio.current_time() - started == pytest.approx(expected)
 
 
 # ------------------------------------------------------------------------------ retries

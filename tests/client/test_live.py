@@ -369,9 +369,17 @@ async def test_timeout(kb: KanboardServer) -> None:
         with pytest.raises(RequestTimeout) as info:
             await kc.get_version()
         assert info.value.request_sent is True
+    # The timeout is the call's whole budget: a slow answer is not retried past it...
     kb.fault("getVersion", "delay", count=1, delay=1.0)
+    kb.reset_stats()
     async with client(kb, timeout=0.5, retries=2) as kc:
-        assert await kc.get_version()  # the retry is not delayed
+        with pytest.raises(RequestTimeout):
+            await kc.get_version()
+    assert kb.stats()["calls"] == {"getVersion": 1}
+    # ...while a quick failure is, within it.
+    kb.fault("getVersion", "http500", count=1)
+    async with client(kb, timeout=0.5, retries=2) as kc:
+        assert await kc.get_version()
 
 
 # ------------------------------------------------------------------------------ secrets

@@ -326,7 +326,9 @@ class FakeKanboard:
             call.outcome = "ok"
             return FileRecord.from_json(container.kind, self._row_json(row, listing=False))
 
-    async def download_file(self, container: Container, file_id: int, sink: BinaryIO) -> int:
+    async def download_file(
+        self, container: Container, file_id: int, sink: BinaryIO, size: int | None = None
+    ) -> int:
         async with self._call("download_file", container, file_id) as call:
             row = self._db.files[container.kind].get(file_id)
             if (

@@ -164,6 +164,20 @@ def test_drop_and_delay(server: DevServer) -> None:
     assert time.monotonic() - start >= 0.3
 
 
+def test_slow_trickles_the_answer(server: DevServer) -> None:
+    """The slow fault sends the answer a byte at a time: every read gets a byte in time, so no
+    read timeout fires, however long the whole answer takes."""
+    server.control("faults", {"method": "getVersion", "kind": "slow", "delay": 0.01})
+    pieces: list[bytes] = []
+    start = time.monotonic()
+    with httpx.stream("POST", server.url, json=CALL, auth=("jsonrpc", TOKEN), timeout=1) as resp:
+        pieces.extend(resp.iter_raw())
+    body = b"".join(pieces)
+    assert json.loads(body)["result"]
+    assert len(pieces) > len(body) // 2  # arrived in (nearly) single bytes
+    assert time.monotonic() - start >= 0.01 * len(body)
+
+
 def test_truncated_still_executes(server: DevServer) -> None:
     server.control("faults", {"method": "createProject", "kind": "truncated"})
     resp = post(server, {"jsonrpc": "2.0", "method": "createProject", "id": 1, "params": ["x"]})

@@ -37,7 +37,7 @@ def test_status_lists_every_mount(kb, mounter: Mounter) -> None:  # type: ignore
     assert str(a.path) in out and str(b.path) in out
     assert kb.url in out and "(read-only)" in out
     assert "everything written has reached the server" in out
-    assert re.search(r"memory +\d+ inodes \(0 freed since mounted\)", out), out
+    assert re.search(r"memory +\d+ inodes \(0 freed since mounted\), \d+ listed files", out), out
     r = kbfs("status", "--json", a.p("projects"))
     assert r.returncode == 0, r.stderr
     [entry] = json.loads(r.stdout)

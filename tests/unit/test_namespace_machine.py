@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from kbfs.client.models import Container, FileRecord
-from kbfs.namespace import moves, refusals
+from kbfs.namespace import eviction, moves, refusals
 from kbfs.namespace.names import DEFAULT_LOCAL_NAMES
 from kbfs.namespace.nodes import Node, NodeType, file_key, is_doomed
 from kbfs.namespace.tree import Namespace
@@ -81,6 +81,7 @@ class NamespaceMachine(RuleBasedStateMachine):
         self.removing: list[tuple[Container, FileRecord]] = []  # queued or under way
         # Versions this mount superseded, moved away or removed: never to be shown again.
         self.gone: set[tuple[Container, tuple[str, str, int, str]]] = set()
+        self.dropped: dict[int, Node] = {}  # nodes the kernel held when their listing went
 
     # ------------------------------------------------------------------ helpers
 
@@ -305,6 +306,32 @@ class NamespaceMachine(RuleBasedStateMachine):
         picked = self.pick(data, container)
         if picked is not None:
             self.ns.inodes.add_lookups(picked[1])
+
+    @rule(container=st.sampled_from(CONTAINERS))
+    def drop_unused_listing(self, container: Container) -> None:
+        """What the refresher does to a listing nobody used lately (kbfs.namespace.eviction),
+        also while answers to listings of it are in flight (a prefetch holds no lock)."""
+        state = self.ns.directory(container)
+        if state.records and eviction.droppable(self.ns, state, set()):
+            held = {ino: self.ns.node(ino) for ino in state.entries.values()}
+            eviction.drop(self.ns, state)
+            self.dropped.update((ino, n) for ino, n in held.items() if n.lookups)
+
+    @invariant()
+    def a_node_the_kernel_holds_keeps_its_inode(self) -> None:
+        """After a dropped listing comes back, a file the kernel still holds shows with the
+        inode the kernel knows (never a twin with a new number)."""
+        for ino, node in list(self.dropped.items()):
+            if node.lookups == 0:
+                del self.dropped[ino]
+                continue
+            if node.record is None:
+                continue
+            for container in CONTAINERS:
+                for shown in self.ns.directory(container).entries.values():
+                    twin = self.ns.node(shown)
+                    if twin is not node and twin.record is not None:
+                        assert file_key(twin.record) != file_key(node.record), "a twin inode"
 
     @rule()
     def kernel_forgets_and_reclaim(self) -> None:
