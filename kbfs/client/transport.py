@@ -181,7 +181,7 @@ class RpcTransport:
         request_id: int | str,
     ) -> bytes:
         """POST once and return the (status-checked) body. Any failure is a KanboardError;
-        the time it may take is the caller's budget (``_with_retries``)."""
+        the time it may take is the caller's budget (``RetryPolicy.run``)."""
         self._http_requests += 1
         started = time.monotonic()
         status = 0
