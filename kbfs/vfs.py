@@ -5,7 +5,9 @@ finds its nodes and dispatches: what exists at which name is the namespace's
 (``kbfs.namespace``), listings the refresher's (``kbfs.remote``), uploads, removals and the
 recovery of unsaved bytes the uploader's (``kbfs.upload``), rename and rm ``kbfs.ops``'s, bytes
 on disk the spool's and the content cache's (``kbfs.storage``). This class owns only the open
-handles. SEMANTICS.md is the prose version of what each operation does.
+handles (``kbfs.ops.handles``, where the read path is); what the mount reports about itself is
+``kbfs.ops.report``'s, when unused listings and nodes are freed ``kbfs.ops.reclaimer``'s.
+SEMANTICS.md is the prose version of what each operation does.
 
 Concurrency (trio): code between two ``await``s is atomic. docs/notes/upload-concurrency.md
 says which lock guards what.
@@ -18,12 +20,10 @@ import contextlib
 import errno
 import itertools
 import logging
-import mmap
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -40,21 +40,22 @@ from kbfs.errors import (
 )
 from kbfs.namespace import attributes
 from kbfs.namespace.attributes import Attr, Owner
-from kbfs.namespace.eviction import Limits, records_kept
+from kbfs.namespace.eviction import Limits
 from kbfs.namespace.names import DEFAULT_LOCAL_NAMES, check_upload_name
 from kbfs.namespace.nodes import Node, NodeType
 from kbfs.namespace.tree import Namespace
+from kbfs.ops.handles import DirHandle, Handle, entry_ino
 from kbfs.ops.lister import Lister
 from kbfs.ops.mover import Mover
 from kbfs.ops.readahead import ReadAhead
+from kbfs.ops.reclaimer import Reclaimer
 from kbfs.ops.remover import Remover
+from kbfs.ops.report import Reporter
 from kbfs.remote.refresher import Refresher, RefreshPolicy
-from kbfs.storage.contentcache import ContentCache, Opened, mapped_if_complete
+from kbfs.storage.contentcache import ContentCache
 from kbfs.storage.spool import PendingFile, Spool
 from kbfs.upload.recovery import Recovery
 from kbfs.upload.uploader import Uploader
-
-log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_LOCAL_NAMES", "Attr", "DirHandle", "Handle", "Vfs", "VfsConfig"]
 
@@ -82,46 +83,8 @@ class VfsConfig:
     max_file_size: int | None = None  # -o max_file_size: writes past it fail with EFBIG
 
 
-@dataclass(eq=False)
-class DirHandle:
-    """An open directory: what its opendir listed, sorted by inode. The inodes are the readdir
-    positions (stable whatever changes meanwhile); which node a name shows is asked again at
-    each readdir (see ``Vfs.dir_entries``)."""
-
-    dir: Node
-    entries: list[tuple[str, Node]]
-
-
-def _entry_ino(entry: tuple[str, Node]) -> int:
-    return entry[1].ino
-
-
-@dataclass(eq=False)
-class Handle:
-    fh: int
-    node: Node
-    fd: int
-    writable: bool
-    pinned: os.PathLike[str] | None = None
-    keep_cache: bool = False
-    arriving: Opened | None = None  # content still downloading: reads wait for their bytes
-    mapped: mmap.mmap | None = None  # complete cached content, mapped once for reads
-    read_end: int = 0  # the furthest byte a read asked for (the read-ahead's "read whole")
-
-    def close(self) -> None:
-        if self.mapped is not None:
-            # A read's reply still holding a view would make close() fail: the map then
-            # goes with its last reference instead.
-            with contextlib.suppress(BufferError):
-                self.mapped.close()
-            self.mapped = None
-        os.close(self.fd)
-
-
 class Vfs:
     """Kanboard attachments as a tree of nodes. See the module docstring."""
-
-    RECLAIM_EVERY = 60.0  # seconds between passes when the kernel forgot nothing meanwhile
 
     def __init__(
         self,
@@ -166,8 +129,10 @@ class Vfs:
         self._handles: dict[int, Handle] = {}
         self._dir_handles: dict[int, DirHandle] = {}
         self._next_fh = 1
-        self._reclaim_mark = 0  # inodes.forgotten at the last reclaim pass
-        self._reclaimed_at = clock()
+        self.reporter = Reporter(
+            client, self.ns, self.refresher, self.uploader, self.remover, content, spool
+        )
+        self.reclaimer = Reclaimer(self.ns, self.refresher, self.uploader, self._held, clock)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The core's background work: take over an earlier mount's leftovers, retry failed
@@ -266,7 +231,7 @@ class Vfs:
 
     async def opendir(self, ino: int) -> int:
         entries = await self.list_dir(ino)
-        entries.sort(key=_entry_ino)
+        entries.sort(key=entry_ino)
         fh = self._alloc_fh()
         self._dir_handles[fh] = DirHandle(self.node(ino), entries)
         return fh
@@ -286,7 +251,7 @@ class Vfs:
         """
         handle = self._dir_handles[fh]
         entries = handle.entries
-        start = bisect.bisect_right(entries, start_id, key=_entry_ino) if start_id else 0
+        start = bisect.bisect_right(entries, start_id, key=entry_ino) if start_id else 0
         now = self.ns.shown_now(handle.dir)
         for name, listed in itertools.islice(entries, start, None):
             node = now(name, listed)
@@ -323,92 +288,14 @@ class Vfs:
         return attributes.attr_of(node, self._owner, read_only, self.mounted_ns)
 
     def xattrs(self, ino: int) -> dict[str, bytes]:
-        node = self.node(ino)
-        task = None
-        if node.project_id is not None and node.task_id is not None:
-            task = self.refresher.task(node.project_id, node.task_id)
-        project = self.refresher.project(node.project_id or 0)
-        out = attributes.xattrs_of(node, self.client.endpoint, task, project)
-        state = self._state_of(node)
-        if state is not None:
-            out["user.kbfs.state"] = state.encode("utf-8", "surrogateescape")
-        return out
-
-    def _state_of(self, node: Node) -> str | None:
-        """Whether a file's content is on the server, for ``user.kbfs.state``: a person (or a
-        script) can tell a local-only file from a saved one without ``kbfs status``."""
-        if node.type is not NodeType.FILE:
-            return None
-        pending = node.pending
-        if pending is None or not pending.dirty:
-            return "on the server" if node.record is not None else "local-only: empty"
-        if pending.incomplete is not None:
-            return pending.incomplete
-        if pending.refused is not None:
-            return f"local-only: {pending.refused}"
-        if self.is_scratch(node):
-            return "local-only: a scratch name, never uploaded"
-        if pending.size_or_zero() == 0:
-            return "local-only: empty (Kanboard cannot store empty files)"
-        if pending.last_error:
-            return f"not uploaded yet: {pending.last_error}"
-        return "not uploaded yet"
+        return self.reporter.xattrs(self.node(ino))
 
     def statfs(self) -> dict[str, int]:
         return attributes.statfs()
 
     def status(self) -> dict[str, object]:
-        """A JSON-ready snapshot for ``kbfs status``: what is not on the server, and counters."""
-        pending: list[dict[str, Any]] = []
-        for node in self.pending_files():
-            assert node.pending is not None
-            pending.append(
-                {
-                    "path": self.path_of(node),
-                    "size": node.pending.size_or_zero(),
-                    "spool_file": str(node.pending.path),
-                    "last_error": node.pending.last_error,
-                    "local_only": self.is_scratch(node) or node.pending.refused is not None,
-                    "refused": node.pending.refused,
-                    "incomplete": node.pending.incomplete,
-                }
-            )
-        cache = self.content.statistics()
-        client = self.client.statistics()
-        rules = self.client.rules
-        clock = self.client.server_clock
-        return {
-            "server": self.client.endpoint,
-            "kanboard": {
-                "version": rules.version,
-                "rules": rules.describe(),
-                "second_waits": clock.waits,
-                "seconds_waited": round(clock.waited, 3),
-                "unremovable": self.uploader.unremovable,
-            },
-            "pending_uploads": pending,
-            "recovered": self.spool.recovered(),
-            "cache": {
-                "dir": str(self.content.root),
-                "bytes": self.content.usage(),
-                "limit": self.content.max_bytes,
-                "downloads": cache.downloads,
-                "hits": cache.hits,
-                "evictions": cache.evictions,
-            },
-            "counters": {
-                "uploads": self.uploader.uploads,
-                "upload_failures": self.uploader.failures,
-                "removals": self.uploader.removals + self.remover.removals,
-                "listings": self.refresher.listings,
-                "listings_dropped": self.refresher.dropped,
-                "records": records_kept(self.ns),
-                "inodes": len(self.inodes),
-                "reclaimed": self.ns.reclaimed,
-                "http_requests": client.http_requests,
-                "calls": dict(client.calls),
-            },
-        }
+        """A JSON-ready snapshot for ``kbfs status`` (see kbfs.ops.report)."""
+        return self.reporter.status()
 
     # ------------------------------------------------------------------ file handles
 
@@ -508,20 +395,7 @@ class Vfs:
         self.recovery.recover(node, f"{pending.incomplete}; {pending.size_or_zero()} bytes kept")
 
     async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
-        handle = self.handle(fh)
-        if offset + size > handle.read_end:
-            handle.read_end = offset + size
-        arriving = handle.arriving
-        if arriving is None:
-            return os.pread(handle.fd, size, offset)
-        if handle.mapped is None:
-            await arriving.wait_for(offset + size, self.config.op_timeout)
-            handle.mapped = mapped_if_complete(handle.fd, arriving)
-            if handle.mapped is None:
-                return os.pread(handle.fd, size, offset)
-        # A complete cache file never changes: the reply is copied straight from its pages
-        # (one copy and one allocation fewer per request than pread).
-        return memoryview(handle.mapped)[offset : offset + size]
+        return await self.handle(fh).read(offset, size, self.config.op_timeout)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         handle = self.handle(fh)
@@ -658,31 +532,15 @@ class Vfs:
     # ------------------------------------------------------------------ freeing nodes
 
     def reclaim_if_due(self) -> None:
-        """Run reclaim() after the kernel forgot nodes, or once a minute (a node can also
-        become unreachable without a kernel reference: a file listed, never looked at,
-        removed on the server). A pass walks every node (~0.3 µs each), so passes are spaced
-        by a second per 10,000 nodes: a few ms of work per second at any size."""
-        now = self.clock()
-        since = now - self._reclaimed_at
-        mark = self.inodes.forgotten
-        if since < max(2.0, len(self.inodes) / 10_000) or (
-            mark == self._reclaim_mark and since < self.RECLAIM_EVERY
-        ):
-            return
-        if self.reclaim() is None:
-            return  # busy: the next tick tries again
-        self._reclaim_mark, self._reclaimed_at = mark, now
+        self.reclaimer.reclaim_if_due()
 
     def drop_listings(self) -> int:
-        """Drop the listings nobody has used lately (bounded memory: see
-        kbfs.namespace.eviction), and free their nodes the kernel does not hold. Not while
-        an upload or rename holds nodes across an await; how many listings went."""
-        if self.uploader.busy():
-            return 0
-        dropped = self.refresher.drop_unused(self._held())
-        if dropped:
-            self.reclaim()
-        return dropped
+        """Drop the listings nobody has used lately; how many went (see kbfs.ops.reclaimer)."""
+        return self.reclaimer.drop_listings()
+
+    def reclaim(self) -> int | None:
+        """Free the nodes nothing reaches; how many, None if busy (see kbfs.ops.reclaimer)."""
+        return self.reclaimer.reclaim()
 
     def _held(self) -> set[int]:
         """What a readdir still to come may reply."""
@@ -690,13 +548,3 @@ class Vfs:
         for handle in self._dir_handles.values():
             held.update(node.ino for _, node in handle.entries)
         return held
-
-    def reclaim(self) -> int | None:
-        """Free the file nodes nothing can reach any more (see Namespace.reclaim); how many
-        were freed, or None while an upload or rename holds nodes across an await (the next
-        pass does it). A mount that runs for months on a busy server must not grow without
-        end with every version of every file it has seen."""
-        if self.uploader.busy():
-            return None
-        self.uploader.drop_idle_locks()
-        return self.ns.reclaim(self._held())

@@ -5,7 +5,9 @@ not what any procedure means; :mod:`kbfs.client.api` adds that. Every failure le
 the classes in :mod:`kbfs.client.errors` (httpx exceptions are mapped at this boundary, with
 ``raise ... from``), and no message, log line or repr built here contains the secret.
 The byte shaping of file transfers lives in :mod:`kbfs.client.streams`, the rules every request
-shares (size caps, JSON parsing, retryable failures, the redactor) in :mod:`kbfs.client.wire`.
+shares (size caps, JSON parsing, retryable failures, the redactor) in :mod:`kbfs.client.wire`,
+what an answer means (status, body, envelope) in :mod:`kbfs.client.answers`, and the time
+budget and retries of a call in :mod:`kbfs.client.retries`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ import itertools
 import json
 import logging
 import math
-import random
-import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -24,19 +24,18 @@ from typing import Any, BinaryIO, TypeVar
 import httpx
 import trio
 
+from kbfs.client.answers import Answers, read_capped
 from kbfs.client.auth import RotatingBasicAuth, SecretSource
 from kbfs.client.b64stream import Base64FormatError
-from kbfs.client.endpoint import ssl_context, tls_failure
+from kbfs.client.endpoint import ssl_context
 from kbfs.client.errors import (
     AuthenticationError,
     KanboardError,
-    PermissionDenied,
     ProtocolError,
     RequestTimeout,
-    RpcError,
     ServerError,
-    TransportError,
 )
+from kbfs.client.retries import RetryPolicy
 from kbfs.client.servertime import ServerClock
 from kbfs.client.streams import (
     ArraySplitter,
@@ -46,19 +45,13 @@ from kbfs.client.streams import (
     upload_body,
 )
 from kbfs.client.wire import (
-    CALLER_MARGIN,
     JSON_HEADERS,
     MAX_BODY,
     MIN_TRANSFER_RATE,
-    NOT_AN_ENDPOINT,
-    NOT_KANBOARD,
-    PHP_MEMORY,
     Params,
     Redactor,
     id_key,
     is_idempotent,
-    is_retryable,
-    loads_json,
     too_large_hint,
 )
 
@@ -70,8 +63,8 @@ T = TypeVar("T")
 class RpcTransport:
     """Sends JSON-RPC calls, batches and base64 transfers; maps every failure to errors.py.
 
-    Retries (exponential backoff with jitter) happen here and only for idempotent methods:
-    a create* or remove* is sent exactly once, whatever happens.
+    Retries (exponential backoff with jitter, see RetryPolicy) happen only for idempotent
+    methods: a create* or remove* is sent exactly once, whatever happens.
 
     Each call has ONE time budget, attempts and the pauses between them included: ``timeout``
     seconds, plus a transfer's share at MIN_TRANSFER_RATE (see ``budget``). A retry is made
@@ -81,9 +74,6 @@ class RpcTransport:
     """
 
     MIN_TRANSFER_RATE = MIN_TRANSFER_RATE
-    #: First retry delay in seconds; doubles per attempt, with +-50% jitter.
-    BACKOFF_BASE = 0.2
-    BACKOFF_MAX = 5.0
 
     def __init__(
         self,
@@ -102,6 +92,8 @@ class RpcTransport:
         self.timeout = timeout
         self.retries = max(0, retries)
         self._redact = Redactor(secret)
+        self._answers = Answers(self._redact)
+        self._retry = RetryPolicy(timeout, self.retries)
         self._auth = RotatingBasicAuth(username, secret, secret_source)
         self._ids = itertools.count(1)
         self._http_requests = 0
@@ -146,120 +138,14 @@ class RpcTransport:
     # ---------------------------------------------------------------------------- helpers
 
     def budget(self, transfer_bytes: int = 0) -> float:
-        """Seconds one call may take in all, retries included: the timeout, plus the time
-        ``transfer_bytes`` (a file's size) take at MIN_TRANSFER_RATE. Fixed when the call
-        starts: bytes arriving never extend it, so a server trickling forever is cut off."""
-        return self.timeout + max(0, transfer_bytes) / self.MIN_TRANSFER_RATE
+        """Seconds one call may take in all, retries included (see RetryPolicy.budget)."""
+        return self._retry.budget(transfer_bytes)
 
     def _envelope(self, method: str, params: Params, rid: int) -> dict[str, Any]:
         env: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": rid}
         if params is not None:
             env["params"] = params
         return env
-
-    def _map_httpx(self, exc: httpx.HTTPError, label: str) -> KanboardError:
-        """The most specific client error for an httpx failure (cf. map_httpcore_exceptions)."""
-        detail = self._redact(str(exc) or type(exc).__name__)
-        tls = tls_failure(exc)
-        if tls is not None:
-            return TransportError(tls, method=label)
-        if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-            return RequestTimeout(f"timed out connecting: {detail}", method=label)
-        if isinstance(exc, httpx.TimeoutException):
-            return RequestTimeout(
-                f"timed out waiting for the server: {detail}", method=label, request_sent=True
-            )
-        if isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol | httpx.ProxyError):
-            return TransportError(f"cannot connect: {detail}", method=label)
-        if isinstance(exc, httpx.DecodingError):
-            return ServerError(f"undecodable response: {detail}", method=label)
-        return TransportError(f"connection failed: {detail}", method=label, request_sent=True)
-
-    def _check_status(self, label: str, response: httpx.Response, body: bytes) -> None:
-        status = response.status_code
-        if status == 401:
-            raise AuthenticationError("HTTP 401: credentials refused", method=label)
-        if status == 403:
-            raise PermissionDenied("HTTP 403: forbidden", method=label)
-        if 200 <= status < 300:
-            return
-        if 300 <= status < 400:
-            where = self._redact(response.headers.get("location", "?"))[:200]
-            raise ServerError(
-                f"HTTP {status} redirect to {where}; use that URL", method=label, status_code=status
-            )
-        reason = response.reason_phrase or ""
-        text = f"HTTP {status} {reason}".rstrip()
-        if status in NOT_AN_ENDPOINT:
-            # Kanboard's jsonrpc.php takes any POST; these come from something else at the URL.
-            text = f"{NOT_KANBOARD} ({text})"
-        err = ServerError(text, method=label, status_code=status)
-        retry_after = response.headers.get("retry-after", "")
-        err.retry_after = float(retry_after) if retry_after.isdigit() else None
-        raise err
-
-    def _parse_json(self, label: str, body: bytes) -> Any:
-        if not body.strip():
-            raise ServerError("empty response body", method=label)
-        try:
-            return loads_json(body)
-        except ValueError:
-            head = body.lstrip()[:200].decode("utf-8", "replace")
-            if "Allowed memory size" in head:  # PHP's fatal error with display_errors=On
-                raise ServerError(f"PHP ran out of memory ({PHP_MEMORY})", method=label) from None
-            if head.startswith("<") or "<b>" in head or "<html" in head.lower():
-                m = re.search(r"<title>(.*?)</title>", head, re.I | re.S)
-                hint = f" ({self._redact(m.group(1).strip())[:80]})" if m else ""
-                text = f"an HTML page instead of JSON{hint}"
-                if re.match(r"<(!doctype|html)", head, re.I):
-                    # A whole document: a web site or a login page. A PHP error in Kanboard
-                    # is a fragment (``<br /><b>Fatal error</b>...``) and keeps the plain text.
-                    text = f"{NOT_KANBOARD} ({text})"
-                raise ServerError(text, method=label) from None
-            raise ServerError("the response is not JSON", method=label) from None
-
-    def _error_from_object(self, label: str, err: Any) -> KanboardError:
-        if not isinstance(err, dict):
-            return ProtocolError("malformed JSON-RPC error member", method=label)
-        code_raw = err.get("code")
-        try:
-            code = int(code_raw)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            code = 0
-        message = self._redact(str(err.get("message", "")))[:300]
-        if code == 401:
-            return AuthenticationError("credentials refused", method=label)
-        if code == 403:
-            return PermissionDenied("forbidden", method=label)
-        data = err.get("data")
-        if isinstance(data, str):
-            data = self._redact(data)[:300]
-        return RpcError(code, message, data, method=label)
-
-    def unwrap(self, label: str, envelope: Any, rid: int) -> Any:
-        """The ``result`` of one JSON-RPC response object, or the error it carries, raised."""
-        if not isinstance(envelope, dict):
-            raise ProtocolError("the response is not a JSON-RPC object", method=label)
-        if "error" in envelope and envelope["error"] is not None:
-            raise self._error_from_object(label, envelope["error"])
-        if "result" not in envelope:
-            raise ProtocolError("the response has neither result nor error", method=label)
-        if "id" not in envelope or id_key(envelope["id"]) != id_key(rid):
-            raise ProtocolError(
-                f"response id {envelope.get('id')!r:.20} does not match request id {rid}",
-                method=label,
-            )
-        return envelope["result"]
-
-    async def _read_capped(self, response: httpx.Response, label: str, limit: int) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        async for chunk in response.aiter_bytes():
-            total += len(chunk)
-            if total > limit:
-                raise ServerError(f"response larger than {limit} bytes", method=label)
-            parts.append(chunk)
-        return b"".join(parts)
 
     async def _reauthenticating(
         self, label: str, send: Callable[[], Awaitable[T]], rewind: Callable[[], bool] | None = None
@@ -286,67 +172,6 @@ class RpcTransport:
             self._redact.add(self._auth.secret)
         return changed
 
-    async def _with_retries(
-        self,
-        label: str,
-        idempotent: bool,
-        attempt: Callable[[], Awaitable[T]],
-        before_retry: Callable[[], bool] | None = None,
-        budget: float | None = None,
-        on_deadline: Callable[[trio.CancelScope], None] | None = None,
-    ) -> T:
-        """``attempt()`` until it succeeds, fails for good, or the call's budget is spent.
-
-        ``on_deadline`` gets the scope holding the budget's deadline: a download whose sink
-        held it (no reader wanted more yet) moves that deadline by the time held.
-
-        The budget bounds every attempt and every pause: when it runs out the attempt in
-        flight is cancelled and RequestTimeout raised. A caller's own deadline
-        (``trio.current_effective_deadline``: the mount's bound on one file operation) ends it
-        CALLER_MARGIN earlier if that comes first, so the caller sees a RequestTimeout it can
-        handle rather than a cancellation. A retry whose pause would end past the deadline is
-        not made: the failure at hand is raised instead of waiting for a certain timeout.
-        """
-        now = trio.current_time()
-        own = now + (self.budget() if budget is None else budget)
-        deadline = min(own, trio.current_effective_deadline() - CALLER_MARGIN)
-        seconds = max(0.0, deadline - now)
-        attempts = 1 + (self.retries if idempotent else 0)
-        n = 0
-        with trio.move_on_at(deadline) as scope:
-            if on_deadline is not None:
-                on_deadline(scope)
-            while True:
-                try:
-                    return await attempt()
-                except (TransportError, ServerError) as exc:
-                    n += 1
-                    if n >= attempts or not is_retryable(exc):
-                        raise
-                    if before_retry is not None and not before_retry():
-                        raise
-                    delay = min(self.BACKOFF_MAX, self.BACKOFF_BASE * 2 ** (n - 1))
-                    delay *= random.uniform(0.5, 1.5)
-                    retry_after = exc.retry_after if isinstance(exc, ServerError) else None
-                    if retry_after:
-                        delay = max(delay, min(float(retry_after), 30.0))
-                    if trio.current_time() + delay >= deadline:
-                        log.debug("%s failed (%s); no time left for a retry", label, exc)
-                        raise
-                    log.debug(
-                        "%s failed (%s); retry %d/%d in %.2fs", label, exc, n, attempts - 1, delay
-                    )
-                    await trio.sleep(delay)
-        assert scope.cancelled_caught
-        tries = f", {n + 1} attempts" if n else ""
-        if deadline < own:  # the operation's deadline came first
-            what = f"the operation's {self.timeout:g} s timeout"
-        else:
-            what = f"{seconds:.1f} s"
-        raise RequestTimeout(
-            f"no complete answer within {what}{tries}", method=label, request_sent=True
-        )
-
     async def _exchange(
         self,
         label: str,
@@ -356,7 +181,7 @@ class RpcTransport:
         request_id: int | str,
     ) -> bytes:
         """POST once and return the (status-checked) body. Any failure is a KanboardError;
-        the time it may take is the caller's budget (``_with_retries``)."""
+        the time it may take is the caller's budget (``RetryPolicy.run``)."""
         self._http_requests += 1
         started = time.monotonic()
         status = 0
@@ -366,10 +191,10 @@ class RpcTransport:
             ) as response:
                 status = response.status_code
                 self.server_clock.observe_http_date(response.headers.get("date"))
-                body = await self._read_capped(response, label, MAX_BODY)
-                self._check_status(label, response, body)
+                body = await read_capped(response, label, MAX_BODY)
+                self._answers.check_status(label, response, body)
         except httpx.HTTPError as exc:
-            raise self._map_httpx(exc, label) from exc
+            raise self._answers.httpx_error(exc, label) from exc
         finally:
             log.debug(
                 "%s id=%s -> HTTP %s in %.3fs",
@@ -390,10 +215,10 @@ class RpcTransport:
             self._calls[method] += 1
             body = json.dumps(self._envelope(method, params, rid), ensure_ascii=False).encode()
             data = await self._exchange(method, body, headers=JSON_HEADERS, request_id=rid)
-            return self.unwrap(method, self._parse_json(method, data), rid)
+            return self._answers.unwrap(method, self._answers.parse_json(method, data), rid)
 
         return await self._reauthenticating(
-            method, lambda: self._with_retries(method, is_idempotent(method), attempt)
+            method, lambda: self._retry.run(method, is_idempotent(method), attempt)
         )
 
     async def batch(self, calls: Sequence[tuple[str, Params]]) -> list[Any | Exception]:
@@ -424,10 +249,10 @@ class RpcTransport:
                 headers=JSON_HEADERS,
                 request_id=f"{ids[0]}..{ids[-1]}",
             )
-            parsed = self._parse_json(label, data)
+            parsed = self._answers.parse_json(label, data)
             if isinstance(parsed, dict):
                 if parsed.get("error") is not None:
-                    raise self._error_from_object(label, parsed["error"])
+                    raise self._answers.rpc_error(label, parsed["error"])
                 raise ProtocolError("a batch was answered with a single object", method=label)
             if not isinstance(parsed, list):
                 raise ProtocolError("a batch was not answered with an array", method=label)
@@ -442,13 +267,13 @@ class RpcTransport:
                     results.append(ProtocolError("no answer for this call in the batch", method=m))
                     continue
                 try:
-                    results.append(self.unwrap(m, item, rid))
+                    results.append(self._answers.unwrap(m, item, rid))
                 except KanboardError as exc:
                     results.append(exc)
             return results
 
         return await self._reauthenticating(
-            label, lambda: self._with_retries(label, idempotent, attempt)
+            label, lambda: self._retry.run(label, idempotent, attempt)
         )
 
     # ---------------------------------------------------------------------------- transfers
@@ -487,7 +312,7 @@ class RpcTransport:
                         method, body, rid, writer, scope if size is None else None, deadlines
                     )
                 except httpx.HTTPError as exc:
-                    raise self._map_httpx(exc, method) from exc
+                    raise self._answers.httpx_error(exc, method) from exc
                 except Base64FormatError as exc:
                     raise ProtocolError(f"bad file data: {exc}", method=method) from None
                 finally:
@@ -506,7 +331,7 @@ class RpcTransport:
 
         return await self._reauthenticating(
             method,
-            lambda: self._with_retries(
+            lambda: self._retry.run(
                 method,
                 True,
                 attempt,
@@ -535,8 +360,8 @@ class RpcTransport:
         ) as response:
             self.server_clock.observe_http_date(response.headers.get("date"))
             if not 200 <= response.status_code < 300:
-                data = await self._read_capped(response, method, MAX_BODY)
-                self._check_status(method, response, data)
+                data = await read_capped(response, method, MAX_BODY)
+                self._answers.check_status(method, response, data)
             async for chunk in response.aiter_bytes():
                 if growing is not None:
                     growing.deadline += len(chunk) / self.MIN_TRANSFER_RATE
@@ -548,7 +373,9 @@ class RpcTransport:
                             scope.deadline += held
 
         writer.add(
-            stream.finish(lambda doc: self.unwrap(method, self._parse_json(method, doc), rid))
+            stream.finish(
+                lambda doc: self._answers.unwrap(method, self._answers.parse_json(method, doc), rid)
+            )
         )
         await writer.flush()
         return writer.written
@@ -590,24 +417,24 @@ class RpcTransport:
                     status = response.status_code
                     self.server_clock.observe_http_date(response.headers.get("date"))
                     if not 200 <= status < 300:
-                        data = await self._read_capped(response, label, MAX_BODY)
-                        self._check_status(label, response, data)
+                        data = await read_capped(response, label, MAX_BODY)
+                        self._answers.check_status(label, response, data)
                     async for chunk in response.aiter_bytes():
                         for element in splitter.feed(chunk):
                             self._deliver_member(label, calls, ids, index, element, deliver,
                                                  delivered)  # fmt: skip
             whole = splitter.finish()
             if whole is not None:
-                parsed = self._parse_json(label, whole)
+                parsed = self._answers.parse_json(label, whole)
                 if isinstance(parsed, dict) and parsed.get("error") is not None:
-                    raise self._error_from_object(label, parsed["error"])
+                    raise self._answers.rpc_error(label, parsed["error"])
                 raise ProtocolError("a batch was not answered with an array", method=label)
         except trio.TooSlowError:
             raise RequestTimeout(
                 f"no complete answer within {deadline:.0f}s", method=label, request_sent=True
             ) from None
         except httpx.HTTPError as exc:
-            raise self._map_httpx(exc, label) from exc
+            raise self._answers.httpx_error(exc, label) from exc
         finally:
             log.debug(
                 "%s id=%s..%s -> HTTP %s, %d of %d delivered in %.3fs",
@@ -629,7 +456,7 @@ class RpcTransport:
         delivered: set[int],
     ) -> None:
         """Decode one member of a download batch and hand it to ``deliver``."""
-        item = self._parse_json(label, element)
+        item = self._answers.parse_json(label, element)
         if not isinstance(item, dict) or item.get("id") is None:
             return
         i = index.get(id_key(item["id"]))
@@ -638,7 +465,7 @@ class RpcTransport:
         delivered.add(i)
         method = calls[i][0]
         try:
-            data = download_result(method, self.unwrap(method, item, ids[i]))
+            data = download_result(method, self._answers.unwrap(method, item, ids[i]))
         except Base64FormatError as exc:
             deliver(i, ProtocolError(f"bad file data: {exc}", method=method))
         except KanboardError as exc:
@@ -667,8 +494,8 @@ class RpcTransport:
                 return await self._exchange(method, body, headers=headers, request_id=rid)
 
             # Never retried (idempotent=False): the budget only bounds the one attempt.
-            data = await self._with_retries(method, False, attempt, budget=self.budget(length))
-            return self.unwrap(method, self._parse_json(method, data), rid)
+            data = await self._retry.run(method, False, attempt, budget=self.budget(length))
+            return self._answers.unwrap(method, self._answers.parse_json(method, data), rid)
 
         def rewind() -> bool:
             if start is not None:
