@@ -52,6 +52,11 @@ class Sizes:
     par_size: int
     rss_size: int  # row 8
     rss_runs: int
+    rt_tasks: int  # row 9: tasks x files of ``small`` bytes copied out
+    rt_files: int
+    small: int  # rows 9 and 10: the size of a small file
+    imports: int  # row 10: files copied in
+    sniff_size: int  # row 11: each of the six extension-less files
 
 
 FULL = Sizes(
@@ -64,6 +69,11 @@ FULL = Sizes(
     par_size=8 * MiB,
     rss_size=256 * MiB,
     rss_runs=2,
+    rt_tasks=30,
+    rt_files=10,
+    small=20_000,
+    imports=100,
+    sniff_size=20 * MiB,
 )
 QUICK = Sizes(
     runs=2,
@@ -75,6 +85,11 @@ QUICK = Sizes(
     par_size=1 * MiB,
     rss_size=16 * MiB,
     rss_runs=1,
+    rt_tasks=3,
+    rt_files=10,
+    small=20_000,
+    imports=10,
+    sniff_size=2 * MiB,
 )
 
 # Uploads and downloads of the full run's files take longer than the tests' default.
@@ -180,10 +195,26 @@ class Server:
     def requests(self) -> int | None:
         return int(self.kb.stats()["http_requests"]) if self.has_control else None
 
+    def response_bytes(self) -> int | None:
+        """Bytes of ``/jsonrpc.php`` answers the server has written so far."""
+        return int(self.kb.stats()["response_bytes"]) if self.has_control else None
+
+    def calls(self) -> dict[str, int]:
+        """JSON-RPC calls so far, by method (a batch item counts once); empty when unknown."""
+        return dict(self.kb.stats()["calls"]) if self.has_control else {}
+
     def set_latency(self, seconds: float) -> bool:
         if not self.has_control:
             return False
         self.kb.config(latency=seconds)
+        return True
+
+    def set_send_buffer(self, size: int | None) -> bool:
+        """The server's socket send buffer (``SO_SNDBUF``) for new connections; None: the
+        kernel's default."""
+        if not self.has_control:
+            return False
+        self.kb.config(send_buffer=size or 0)
         return True
 
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/run.py [--url URL --token-file F] [--quick] [--keep-alive]
+    .venv/bin/python bench/run.py [--url URL --token-file F] [--quick] [--keep-alive] [--only ROWS]
 
 Without ``--url`` it starts the built-in server (``python -m kbfs.devserver``) on loopback in a
 temporary directory, with ``Connection: close`` like PHP's built-in server (``--keep-alive`` to
@@ -28,17 +28,22 @@ from types import FrameType
 from common import ROOT, Bench, log
 from rows_listing import row_find, row_listing
 from rows_load import row_memory, row_parallel
+from rows_network import row_import, row_readthrough, row_sniff
 from rows_transfer import row_write, rows_read
 
-# Which rows each step measures (``--only`` picks steps by these digits), in table order.
-STEPS: list[tuple[str, Callable[[Bench], None]]] = [
-    ("123", rows_read),
-    ("4", row_write),
-    ("5", row_listing),
-    ("6", row_find),
-    ("7", row_parallel),
-    ("8", row_memory),
+# Which rows each step measures (``--only`` picks steps by these numbers), in table order.
+STEPS: list[tuple[set[int], Callable[[Bench], None]]] = [
+    ({1, 2, 3}, rows_read),
+    ({4}, row_write),
+    ({5}, row_listing),
+    ({6}, row_find),
+    ({7}, row_parallel),
+    ({8}, row_memory),
+    ({9}, row_readthrough),
+    ({10}, row_import),
+    ({11}, row_sniff),
 ]
+ROWS = set().union(*(rows for rows, _ in STEPS))
 
 TOOLS = ("curl", "base64", "cut", "fusermount3", "cat", "cp", "ls", "find", "head")
 
@@ -53,8 +58,23 @@ def run(bench: Bench) -> None:
         f"({'keep-alive' if args.keep_alive else 'Connection: close'})"
     )
     for rows, step in STEPS:
-        if not args.only or set(rows) & set(args.only):
+        if not args.only or rows & args.only:
             step(bench)
+
+
+def parse_only(text: str) -> set[int]:
+    """``--only``: row numbers separated by commas (``9,11``); a number that is no row stands
+    for its digits, so ``15`` still means rows 1 and 5 (``1`` is rows 1-3)."""
+    rows: set[int] = set()
+    for part in text.replace(" ", ",").split(","):
+        if not part:
+            continue
+        if not part.isdigit():
+            raise argparse.ArgumentTypeError(f"not a row number: {part!r}")
+        rows |= {int(part)} if int(part) in ROWS else {int(d) for d in part}
+    if not rows <= ROWS:
+        raise argparse.ArgumentTypeError(f"no such row: {sorted(rows - ROWS)}")
+    return rows
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -66,7 +86,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--keep-alive", action="store_true", help="built-in server keeps connections open"
     )
     parser.add_argument(
-        "--only", default="", metavar="ROWS", help="run only these rows, e.g. 15 (for profiling)"
+        "--only",
+        type=parse_only,
+        default=set(),
+        metavar="ROWS",
+        help="run only these rows, e.g. 9,11 (15: rows 1 and 5)",
     )
     args = parser.parse_args(argv)
     if args.url and not args.token_file:
