@@ -44,6 +44,7 @@ from kbfs.namespace.nodes import Node, is_doomed, same_file
 from kbfs.namespace.tree import Namespace, Placed
 from kbfs.remote.refresher import Refresher
 from kbfs.storage.contentcache import ContentCache
+from kbfs.storage.held import HeldCopies
 from kbfs.storage.spool import PendingFile, Spool
 from kbfs.upload.guard import ReleaseGuard
 from kbfs.upload.journal import CleanupQueue
@@ -84,6 +85,9 @@ class Uploader:
         self.removals = 0
         self._name_locks: dict[tuple[Container, str], trio.Lock] = {}
         self.guard = ReleaseGuard(client, namespace)
+        # Each confirmed upload's bytes, until kbfs.upload.collisions has checked that no
+        # other client's upload overwrote them on the server.
+        self.held = HeldCopies(spool.root / "held")
         self.unremovable = 0  # removals Kanboard refused for good (stored bytes missing)
         self._in_flight = 0
         self._idle = trio.Event()
@@ -233,6 +237,7 @@ class Uploader:
             if r is not None and self.ns.listed(c, r)
         }
         self.ns.attach_upload(node, record, old)
+        self.held.hold(pending.path, container, record)
         self.uploads += 1
         log.info(
             "uploaded %s (%d bytes, inode %d) as file %d",
