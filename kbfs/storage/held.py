@@ -9,10 +9,11 @@ that no other row shares that path, or that the bytes stored there are still the
 leaves the entries behind; the next mount of that server checks them.
 
 The copy is a hard link to the spool's data file (no bytes copied on the way of a save). That
-file can still change after the upload (a writer that fsyncs and writes on): the entry records
-the size and modification time the copy had, so a changed copy is recognised and never taken
-for the bytes that were acknowledged. Names are ``<serial>.copy`` and ``<serial>.record``
-(never ``*.data`` or ``*.json``, which are the spool's pending files).
+file can still change after the upload (a writer that fsyncs and writes on), and its times
+change whenever the cached content is read: so the entry records the sha256 of the bytes that
+were uploaded, and a copy that no longer has it is never taken for them. Names are
+``<serial>.copy`` and ``<serial>.record`` (never ``*.data`` or ``*.json``, which are the
+spool's pending files).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from kbfs.client.models import Container, FileRecord
 from kbfs.storage.private import owned_dir
-from kbfs.storage.spool import placed, placed_fields, write_json
+from kbfs.storage.spool import digest, placed, placed_fields, write_json
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,15 @@ class Held:
     record: FileRecord
     copy: Path
     size: int
-    mtime_ns: int
+    digest: str  # sha256 of the uploaded bytes
 
     def intact(self) -> bool:
-        """Whether the copy still holds the bytes that were uploaded (unchanged since)."""
+        """Whether the copy still holds the bytes that were uploaded (reads it whole: run it in
+        a worker thread)."""
         try:
-            st = os.stat(self.copy)
+            return os.stat(self.copy).st_size == self.size and digest(self.copy) == self.digest
         except OSError:
             return False
-        return st.st_size == self.size and st.st_mtime_ns == self.mtime_ns
 
 
 class HeldCopies:
@@ -60,9 +61,11 @@ class HeldCopies:
         self._entries: dict[str, Held] | None = None  # read from disk at first use
         self._serial = 0
 
-    def hold(self, source: Path, container: Container, record: FileRecord) -> Held | None:
-        """Keep ``source`` (the uploaded bytes) for the check of ``record``. A failure is
-        logged, never raised: the upload itself succeeded."""
+    def hold(
+        self, source: Path, sha256: str, container: Container, record: FileRecord
+    ) -> Held | None:
+        """Keep ``source`` (the uploaded bytes, whose digest is ``sha256``) for the check of
+        ``record``. A failure is logged, never raised: the upload itself succeeded."""
         entries = self._load()
         self._serial += 1
         key = f"{time.time_ns():x}-{os.getpid()}-{self._serial}"
@@ -73,8 +76,8 @@ class HeldCopies:
                 os.link(source, copy)
             except OSError:
                 shutil.copyfile(source, copy)  # a filesystem without hard links
-            st = os.stat(copy)
-            fields = {**placed_fields(container, record), "held": [st.st_size, st.st_mtime_ns]}
+            size = os.stat(copy).st_size
+            fields = {**placed_fields(container, record), "held": [size, sha256]}
             write_json(self.root / f"{key}.record", fields)
         except Exception as exc:
             copy.unlink(missing_ok=True)
@@ -82,7 +85,7 @@ class HeldCopies:
                 "could not keep a copy of file %d for its collision check: %s", record.id, exc
             )
             return None
-        held = Held(key, container, record, copy, st.st_size, st.st_mtime_ns)
+        held = Held(key, container, record, copy, size, sha256)
         entries[key] = held
         return held
 
@@ -106,7 +109,7 @@ class HeldCopies:
             try:
                 fields = json.loads(meta_path.read_text())
                 container, record = placed(fields)
-                size, mtime_ns = (int(v) for v in fields["held"])
+                size, sha256 = int(fields["held"][0]), str(fields["held"][1])
                 if not copy.exists():
                     raise ValueError("its copy is missing")
             except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -115,5 +118,5 @@ class HeldCopies:
                 copy.unlink(missing_ok=True)
                 continue
             key = meta_path.stem
-            self._entries[key] = Held(key, container, record, copy, size, mtime_ns)
+            self._entries[key] = Held(key, container, record, copy, size, sha256)
         return self._entries

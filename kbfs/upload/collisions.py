@@ -22,15 +22,17 @@ saves are not slowed. Until it has passed, the held copy keeps the bytes, across
 from __future__ import annotations
 
 import contextlib
-import filecmp
 import logging
 import os
+
+import trio
 
 from kbfs.client.errors import KanboardError
 from kbfs.client.models import FileRecord
 from kbfs.errors import FsError
 from kbfs.namespace.nodes import Node, file_key
 from kbfs.storage.held import Held
+from kbfs.storage.spool import digest
 from kbfs.upload.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,22 @@ class Collisions:
                 return
             self.uploader.content.forget(ours)
             self.overwritten += 1
+            if not self.client.rules.keeps_shared_bytes:
+                # Removing our row would delete the other's bytes: it stays (and a log says so).
+                self.uploader.guard.note_shared(held.container, ours, sharing[0])
+            if not await trio.to_thread.run_sync(held.intact):
+                # Written again locally since (a writer that fsynced and wrote on): that later
+                # save replaces it; these bytes are not here any more to send.
+                log.error(
+                    "%s file %d (%r) was overwritten on the server by file %d, and its local"
+                    " copy has changed since: it cannot be uploaded again",
+                    ours.kind.value,
+                    ours.id,
+                    ours.name,
+                    sharing[0].id,
+                )
+                self.held.release(held)
+                return
             log.warning(
                 "%s file %d (%r) was overwritten on the server by file %d (another client's"
                 " upload in the same second); uploading its content again",
@@ -107,9 +125,6 @@ class Collisions:
                 ours.name,
                 sharing[0].id,
             )
-            if not self.client.rules.keeps_shared_bytes:
-                # Removing our row would delete the other's bytes: it stays (logged then).
-                self.uploader.guard.note_shared(held.container, ours, sharing[0])
             node = self._restore(held, ours)
             self.checked += 1
             self.held.release(held)  # the bytes are in the spool now (or superseded)
@@ -119,15 +134,13 @@ class Collisions:
 
     async def _survived(self, held: Held, ours: FileRecord) -> bool:
         """Whether the bytes stored at our path are still ours: downloaded and compared."""
-        if not held.intact():
-            # Written again locally after that upload: a later save of it replaces it.
-            log.warning("file %d: its held copy changed since the upload; not checked", ours.id)
-            return True
         scratch = held.copy.with_suffix(".check")
         try:
             with open(scratch, "wb") as sink:
                 got = await self.client.download_file(held.container, ours.id, sink, ours.size)
-            return got == held.size and filecmp.cmp(scratch, held.copy, shallow=False)
+            if got != held.size:
+                return False
+            return await trio.to_thread.run_sync(digest, scratch) == held.digest
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(scratch)

@@ -45,7 +45,7 @@ from kbfs.namespace.tree import Namespace, Placed
 from kbfs.remote.refresher import Refresher
 from kbfs.storage.contentcache import ContentCache
 from kbfs.storage.held import HeldCopies
-from kbfs.storage.spool import PendingFile, Spool
+from kbfs.storage.spool import PendingFile, Spool, digest
 from kbfs.upload.guard import ReleaseGuard
 from kbfs.upload.journal import CleanupQueue
 from kbfs.upload.lost import LostCreates
@@ -220,6 +220,9 @@ class Uploader:
             return None
         _check_storable(pending, server_name, size)
         version = pending.version
+        # What the collision check compares the server's bytes with (kbfs.upload.collisions);
+        # the pending lock is held: no write changes the bytes until the upload is done.
+        sha256 = await trio.to_thread.run_sync(digest, pending.path)
         record = await self.lost_creates.resolve(node, container, server_name, size)
         if record is None and pending.from_earlier_mount:
             await self._check_conflict(node, container, server_name)
@@ -237,7 +240,7 @@ class Uploader:
             if r is not None and self.ns.listed(c, r)
         }
         self.ns.attach_upload(node, record, old)
-        self.held.hold(pending.path, container, record)
+        self.held.hold(pending.path, sha256, container, record)
         self.uploads += 1
         log.info(
             "uploaded %s (%d bytes, inode %d) as file %d",

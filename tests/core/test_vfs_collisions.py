@@ -50,6 +50,7 @@ async def test_a_save_another_mount_overwrote_in_the_same_second_is_uploaded_aga
     a = await make_rig()
     b = await second_mount(a, tmp_path / "b")
     await collide(a, b, b"saved by A", b"saved by B, a little longer")
+    assert await a.read(a.tasks, NAME) == b"saved by A"  # a cached read before the check
     await b.vfs.retry_once()  # B's bytes are the stored ones: nothing to do
     assert a.kb.count("create_file") == 2
     await a.vfs.retry_once()  # A finds its bytes gone, uploads them again
