@@ -28,7 +28,7 @@ import os
 import trio
 
 from kbfs.client.errors import KanboardError
-from kbfs.client.models import FileRecord
+from kbfs.client.models import Container, FileRecord
 from kbfs.errors import FsError
 from kbfs.namespace.nodes import Node, file_key
 from kbfs.storage.held import Held
@@ -59,20 +59,38 @@ class Collisions:
         return [h for h in self.held.entries() if clock.passed(h.record.date + 1)]
 
     async def check_due(self) -> None:
-        """Check every due upload; one that cannot be checked now waits for the next pass."""
+        """Check every due upload: one listing per directory for all of them (a ``cp -r`` of
+        many files costs one listing per pass, not one per file); only an upload another row
+        shares its path with is looked at closer. One that cannot be checked now waits for the
+        next pass."""
+        by_container: dict[Container, list[Held]] = {}
         for held in self.due():
+            by_container.setdefault(held.container, []).append(held)
+        for container, entries in by_container.items():
             try:
-                await self.check(held)
-            except (KanboardError, OSError) as exc:
-                log.info(
-                    "the collision check of %s file %d is postponed: %s",
-                    held.record.kind.value,
-                    held.record.id,
-                    exc,
-                )
+                listing = await self.client.list_files(container)
+            except KanboardError as exc:
+                log.info("the collision checks in %s are postponed: %s", container, exc)
+                continue
+            for held in entries:
+                ours = next((r for r in listing if _is(r, held.record)), None)
+                if ours is None or not any(_shares(r, ours) for r in listing):
+                    self.checked += 1
+                    self.held.release(held)  # gone (replaced, removed) or alone at its path
+                    continue
+                try:
+                    await self.check(held)
+                except (KanboardError, OSError) as exc:
+                    log.info(
+                        "the collision check of %s file %d is postponed: %s",
+                        held.record.kind.value,
+                        held.record.id,
+                        exc,
+                    )
 
     async def check(self, held: Held) -> None:
-        """List the container; repair the upload if another row overwrote its bytes."""
+        """List the container again, under the name's lock; repair the upload if another row
+        overwrote its bytes."""
         record = held.record
         node: Node | None = None
         # Under the name's lock: no upload of this name from this mount runs meanwhile, so

@@ -82,13 +82,15 @@ async def test_a_collision_is_checked_after_a_crash_by_the_next_mount(
 
 
 async def test_no_check_downloads_anything_without_a_collision(make_rig: RigFactory) -> None:
+    """And the uploads of one directory cost one listing in all (``cp -r`` of many files)."""
     rig = await make_rig()
-    await rig.save(rig.tasks, NAME, b"one")
+    for i in range(5):
+        await rig.save(rig.tasks, f"{i}-{NAME}", b"one")
     rig.kb.dates.advance(3)
     before = rig.kb.count("download_file", "list_files")
     await rig.vfs.retry_once()
     assert rig.kb.count("download_file") == 0
-    assert rig.kb.count("download_file", "list_files") == before + 1  # one listing per upload
+    assert rig.kb.count("download_file", "list_files") == before + 1  # one listing for all
     await rig.vfs.retry_once()
     assert rig.kb.count("download_file", "list_files") == before + 1  # checked once
 

@@ -36,6 +36,8 @@ from tests.e2e.test_stress import DURATION, FAULT_SEED, LENGTHS, SHORT
 
 NAMES = ["a.txt", "b.txt", "c.txt"]
 PER_MOUNT = 2  # workers on each mount
+# What cp and dd say when opening the target failed (nothing was written).
+NOT_OPENED = (b"cannot create regular file", b"failed to open", b"cannot open")
 
 
 @dataclass
@@ -47,7 +49,8 @@ class Op:
     start: float
     end: float = 0.0
     ok: bool = False
-    content: bytes | None = None  # cp's
+    content: bytes | None = None  # what a write wrote (None: the target never opened)
+    err: str = ""  # the end of its stderr
 
     def touches(self, name: str) -> bool:
         return self.kind in ("cp", "new", "mv", "rm") and name in (self.name, self.other)
@@ -124,8 +127,11 @@ class Worker:
         proc = subprocess.run([str(c) for c in cmd], capture_output=True, timeout=60, check=False)
         op.end = time.time()
         op.ok = proc.returncode == 0
+        op.err = proc.stderr.decode(errors="replace").strip()[-70:]
         if kind == "new" and b"File exists" in proc.stderr:
             return  # this mount shows that name already: nothing was written
+        if kind in ("cp", "new") and any(m in proc.stderr for m in NOT_OPENED):
+            op.content = None  # the file was never opened: its bytes never reached the mount
         self.ops.append(op)
 
 
@@ -206,7 +212,7 @@ def test_two_mounts_with_faults_and_a_kill_lose_nothing(  # type: ignore[no-unty
     rows = kb.task_files(t)
     server = {f["id"]: (f["name"], kb.download_task_file(f["id"])) for f in rows}
     writes = [o for o in ops if o.kind in ("cp", "new")]
-    written = {o.content for o in writes}
+    written = {o.content for o in writes if o.content is not None}
     kept = set()  # recovery folders, and content kept local-only in a mount
     for mt in mounts:
         kept |= {x.read_bytes() for x in mt.state.rglob("recovered/*") if x.suffix != ".json"}
@@ -217,7 +223,7 @@ def test_two_mounts_with_faults_and_a_kill_lose_nothing(  # type: ignore[no-unty
         if data not in written
     ]
     for c in writes:
-        if voided(c, ops):
+        if c.content is None or voided(c, ops):
             continue
         if c.mount == 0 and c.end >= killed_at and c.start <= remounted_at:
             continue  # cut off by the kill: its bytes may never have reached the mount
@@ -236,6 +242,6 @@ def test_two_mounts_with_faults_and_a_kill_lose_nothing(  # type: ignore[no-unty
         for o in sorted(ops, key=lambda o: o.start):
             problems.append(
                 f"{o.start:.3f}-{o.end:.3f} m{o.mount} {o.kind} {o.name} {o.other or ''}"
-                f" {'ok' if o.ok else 'FAILED'} {len(o.content or b'')}"
+                f" {'ok' if o.ok else 'FAILED'} {len(o.content or b'')} {o.err}"
             )
     assert not problems, "\n".join(problems)
