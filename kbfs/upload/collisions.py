@@ -24,10 +24,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections import Counter
 
 import trio
 
-from kbfs.client.errors import KanboardError
+from kbfs.client.errors import KanboardError, NotFound
 from kbfs.client.models import Container, FileRecord
 from kbfs.errors import FsError
 from kbfs.namespace.nodes import Node, file_key
@@ -69,12 +70,16 @@ class Collisions:
         for container, entries in by_container.items():
             try:
                 listing = await self.client.list_files(container)
+            except NotFound:
+                listing = []  # the task (or project) is gone, and its files with it
             except KanboardError as exc:
                 log.info("the collision checks in %s are postponed: %s", container, exc)
                 continue
+            by_id = {r.id: r for r in listing}
+            paths = Counter(r.path for r in listing if r.path)
             for held in entries:
-                ours = next((r for r in listing if _is(r, held.record)), None)
-                if ours is None or not any(_shares(r, ours) for r in listing):
+                ours = by_id.get(held.record.id)
+                if ours is None or not _is(ours, held.record) or paths[ours.path] < 2:
                     self.checked += 1
                     self.held.release(held)  # gone (replaced, removed) or alone at its path
                     continue

@@ -160,6 +160,7 @@ def test_random_faults_lose_nothing(  # type: ignore[no-untyped-def]
     kb.clear_faults()
     assert all(not th.is_alive() for th in threads)
     assert not [e for w in workers for e in w.errors]
+    print(f"{sum(w.ops for w in workers)} operations")
     assert sum(w.ops for w in workers) > 40
     if crash:
         m = mounter(kb, "timeout=3", f"state_dir={state}", ttl=0.3)  # takes over the spool
