@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 try:  # tests/ is not a package; pytest puts this directory on sys.path
-    from conftest import Rig, RigFactory, start_vfs
+    from conftest import WRITE_NEW, Rig, RigFactory, start_vfs
     from fakekb import FakeKanboard
 except ImportError:  # pragma: no cover
-    from tests.core.conftest import Rig, RigFactory, start_vfs
+    from tests.core.conftest import WRITE_NEW, Rig, RigFactory, start_vfs
     from tests.core.fakekb import FakeKanboard
 
 NAME = "shared.txt"
@@ -111,3 +111,29 @@ async def test_before_1_2_28_the_overwritten_row_stays_and_its_bytes_are_not_ser
     assert len(names) == 3
     seen = sorted([await a.read(a.tasks, n) for n in names])
     assert seen == [b"saved by A", b"saved by B", b"saved by B"]
+
+
+async def test_an_overwritten_save_changed_since_is_not_sent_again_with_its_old_bytes(
+    make_rig: RigFactory, tmp_path: Path
+) -> None:
+    """A writer that fsyncs and writes on: the version that lost the race is replaced by the
+    file's newer content at close, never uploaded again as it was."""
+    a = await make_rig()
+    b = await second_mount(a, tmp_path / "b")
+    await b.ls(b.tasks)
+    a.kb.dates.freeze()
+    handle = await a.vfs.create(await a.dir(a.tasks), NAME, WRITE_NEW)
+    try:
+        await a.vfs.write(handle.fh, 0, b"first")
+        await a.vfs.fsync(handle.fh)  # uploaded: A's first version
+        await b.save(b.tasks, NAME, b"saved by B")  # same second: overwrites it
+        await a.vfs.write(handle.fh, 5, b" and more")
+        a.kb.dates.advance(3)
+        await a.vfs.retry_once()  # the collision is found; the file has changed since
+        assert a.kb.count("create_file") == 2
+        await a.vfs.flush(handle.fh)
+    finally:
+        a.vfs.release(handle.fh)
+    contents = server_contents(a)
+    assert b"first and more" in contents and b"saved by B" in contents
+    assert a.kb.count("create_file") == 3
