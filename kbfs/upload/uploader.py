@@ -185,7 +185,7 @@ class Uploader:
                 sent = await self._send_locked(node, pending, container, server_name)
             if sent is None:
                 return
-            await self._remove_superseded(node, *sent)
+            await self._remove_superseded(node, sent)
             if node.open_handles == 0:
                 self.settle(node)  # a background upload: nobody will close this file
         except Exception as exc:
@@ -197,9 +197,8 @@ class Uploader:
 
     async def _send_locked(
         self, node: Node, pending: PendingFile, container: Container, server_name: str
-    ) -> tuple[list[Placed], set[tuple[Container, int]]] | None:
-        """The upload under its locks; what it superseded (and which of those the listing
-        still showed), or None if nothing was sent."""
+    ) -> list[Placed] | None:
+        """The upload under its locks; what it superseded, or None if nothing was sent."""
         if not pending.dirty or node.discarded:
             return None  # saved meanwhile, or removed by the user: nothing to send
         if pending.incomplete is not None:
@@ -232,13 +231,6 @@ class Uploader:
         pending.last_error = None
         pending.failures = 0
         old = node.record
-        # Versions the latest listing still shows can be removed by id at once; any other
-        # may be gone already and its id reused by another file (§7): check it first.
-        listed = {
-            (c, r.id)
-            for c, r in [(container, old), *node.stale]
-            if r is not None and self.ns.listed(c, r)
-        }
         self.ns.attach_upload(node, record, old)
         self.held.hold(pending.path, sha256, container, record)
         self.uploads += 1
@@ -259,7 +251,7 @@ class Uploader:
             self.queue.begin(replaced)
         if not pending.dirty:
             self.spool.release_data(pending)  # the description is no longer needed
-        return replaced, listed
+        return replaced
 
     async def _create(
         self, node: Node, pending: PendingFile, container: Container, name: str, size: int
@@ -291,14 +283,14 @@ class Uploader:
         pending.attempts.remove(attempt)
         return await self._confirm(container, new_id, name, size)
 
-    async def _remove_superseded(
-        self, node: Node, replaced: list[Placed], listed: set[tuple[Container, int]]
-    ) -> None:
+    async def _remove_superseded(self, node: Node, replaced: list[Placed]) -> None:
+        """Each superseded version is looked at (get*File) before it is removed, even one the
+        latest listing shows: another client may have removed it since and made a new file
+        that got its id (ids are reused, kanboard-api §7), and removing that would lose
+        someone's acknowledged save (found by the two-mount stress test)."""
         try:
             for where, stale in replaced:
-                await self.remove_replaced(
-                    where, stale, node, verify=(where, stale.id) not in listed
-                )
+                await self.remove_replaced(where, stale, node, verify=True)
         finally:
             self.queue.end(replaced)  # removed now, or queued
         if replaced:

@@ -137,3 +137,22 @@ async def test_an_overwritten_save_changed_since_is_not_sent_again_with_its_old_
     contents = server_contents(a)
     assert b"first and more" in contents and b"saved by B" in contents
     assert a.kb.count("create_file") == 3
+
+
+async def test_a_superseded_version_whose_id_another_client_reused_is_not_removed(
+    make_rig: RigFactory,
+) -> None:
+    """Another client removes the file this mount's next save replaces, and a new file of
+    theirs gets its id (ids are reused): the save removes nothing of theirs, although this
+    mount's listing still shows the old version under that id."""
+    rig = await make_rig()
+    await rig.save(rig.tasks, NAME, b"version 1")
+    (old,) = rig.kb.records(rig.tasks)
+    rig.kb.remove_file_out_of_band(rig.tasks, old.id)
+    theirs = rig.kb.add_file(rig.tasks, "theirs.txt", b"another client's save")
+    assert theirs == old.id
+    await rig.save(rig.tasks, NAME, b"version 2")
+    assert rig.kb.contents(rig.tasks) == {
+        "theirs.txt": b"another client's save",
+        NAME: b"version 2",
+    }
