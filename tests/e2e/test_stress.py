@@ -20,17 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.helpers import STRESS_LENGTHS as LENGTHS
+from tests.e2e.helpers import STRESS_SECONDS as DURATION
+from tests.e2e.helpers import STRESS_SEED as FAULT_SEED
+from tests.e2e.helpers import STRESS_SHORT as SHORT
 from tests.e2e.helpers import Mounted, Mounter
 
-SHORT = 20.0  # seconds of work in the default test run
-DURATION = float(os.environ.get("KBFS_STRESS_SECONDS", "120"))  # longer runs find rarer races
-# The fault seed of this test session: random, printed by a failing run to repeat it.
-FAULT_SEED = int(os.environ.get("KBFS_STRESS_SEED") or random.SystemRandom().randrange(1 << 31))
-# Selected by default: the short runs; the long ones only with -m stress.
-LENGTHS = [
-    pytest.param(SHORT, id="short"),
-    pytest.param(DURATION, id="long", marks=pytest.mark.stress),
-]
 WORKERS = int(os.environ.get("KBFS_STRESS_WORKERS", "4"))
 NAMES = ["a.txt", "b.txt", "c.txt", "d.bin"]
 

@@ -31,8 +31,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.helpers import STRESS_LENGTHS as LENGTHS
+from tests.e2e.helpers import STRESS_SECONDS as DURATION
+from tests.e2e.helpers import STRESS_SEED as FAULT_SEED
+from tests.e2e.helpers import STRESS_SHORT as SHORT
 from tests.e2e.helpers import Mounted, Mounter
-from tests.e2e.test_stress import DURATION, FAULT_SEED, LENGTHS, SHORT
 
 NAMES = ["a.txt", "b.txt", "c.txt"]
 PER_MOUNT = 2  # workers on each mount
