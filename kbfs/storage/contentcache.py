@@ -542,6 +542,15 @@ class ContentCache:
             return
         self.evict()
 
+    def forget(self, record: FileRecord) -> None:
+        """Drop the cached content of ``record``: the server no longer holds these bytes for
+        it (another upload overwrote them in the same second, kanboard-api §7). A reader that
+        has it open keeps reading its copy; the next open downloads again."""
+        try:
+            self.path_for(record).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not drop the cached content of file %d: %s", record.id, exc)
+
     def pin(self, path: Path) -> None:
         self._pins[path] = self._pins.get(path, 0) + 1
 

@@ -495,3 +495,10 @@ def digest(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+# One format for a placed record and one way to write a description, for the other store of
+# this package that keeps files beside the spool's (kbfs.storage.held).
+placed_fields = _placed_fields
+placed = _placed
+write_json = _write_json

@@ -35,6 +35,9 @@ class ReleaseGuard:
         self.client = client
         self.ns = namespace
         self._created: dict[tuple[Container, str], int] = {}
+        # Storage paths another client's row shares with one of ours, found by the collision
+        # check (kbfs.upload.collisions), with that row: this mount may never have listed it.
+        self._shared: dict[tuple[Container, str], FileRecord] = {}
 
     async def before_create(self, node: Node, container: Container, name: str) -> None:
         """Wait for a server second of its own, and check the task where Kanboard does not."""
@@ -100,11 +103,21 @@ class ReleaseGuard:
             for stale_key in [k for k, d in self._created.items() if clock.passed(d)]:
                 del self._created[stale_key]
 
+    def note_shared(self, container: Container, record: FileRecord, other: FileRecord) -> None:
+        """The server holds ``other``, whose storage path is ``record``'s: ``record`` must not
+        be removed where that deletes ``other``'s bytes too, even if no listing showed it."""
+        self._shared[(container, record.path)] = other
+        while len(self._shared) > _KEEP:
+            del self._shared[next(iter(self._shared))]
+
     def shares_path(self, container: Container, record: FileRecord) -> FileRecord | None:
         """Another row this mount keeps whose storage path is ``record``'s (same name, same
         second: kanboard-api §7), or None. Rows on their way out (doomed) do not count."""
         if not record.path:
             return None
+        noted = self._shared.get((container, record.path))
+        if noted is not None and noted.id != record.id:
+            return noted
         state = self.ns.directory(container)
         for other in [*state.records.values(), *state.hidden.values()]:
             if (

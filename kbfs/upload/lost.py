@@ -120,12 +120,15 @@ class LostCreates:
                         await self.resolve(None, container, name, -1)
 
     def _busy(self, container: Container, name: str) -> bool:
-        """Whether a file shown under ``name`` has unsaved content its upload will send."""
+        """Whether a file shown under ``name`` has unsaved content its upload will send.
+        Content the server refused for good is never sent (it stays local-only until the user
+        renames it): waiting for it would keep the entry, and the journal, forever."""
         for ino in self.ns.view(container).values():
             n = self.ns.inodes.get(ino)
             if n is None or self.ns.server_name(n) != name:
                 continue
-            if n.pending is not None and n.pending.dirty and not n.discarded:
+            pending = n.pending
+            if pending is not None and pending.dirty and not n.discarded and not pending.refused:
                 return True
         return False
 

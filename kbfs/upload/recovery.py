@@ -23,6 +23,7 @@ from kbfs.namespace import refusals
 from kbfs.namespace.nodes import Node
 from kbfs.namespace.tree import Namespace
 from kbfs.storage.spool import PendingFile, Spool, superseded
+from kbfs.upload.collisions import Collisions
 from kbfs.upload.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Recovery:
         self.endpoint = endpoint
         self.clock = clock
         self.interval = interval
+        self.collisions = Collisions(uploader)
 
     def start(self) -> None:
         """Take over what an earlier mount left: its cleanup journal, then its unsaved
@@ -148,6 +150,7 @@ class Recovery:
 
     async def retry_once(self) -> None:
         now = self.clock()
+        await self.collisions.check_due()
         await self.uploader.lost_creates.sweep(self.uploader.name_lock)
         await self._retry_removals()
         for node in self.ns.pending_files():

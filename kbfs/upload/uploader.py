@@ -44,7 +44,8 @@ from kbfs.namespace.nodes import Node, is_doomed, same_file
 from kbfs.namespace.tree import Namespace, Placed
 from kbfs.remote.refresher import Refresher
 from kbfs.storage.contentcache import ContentCache
-from kbfs.storage.spool import PendingFile, Spool
+from kbfs.storage.held import HeldCopies
+from kbfs.storage.spool import PendingFile, Spool, digest
 from kbfs.upload.guard import ReleaseGuard
 from kbfs.upload.journal import CleanupQueue
 from kbfs.upload.lost import LostCreates
@@ -84,6 +85,9 @@ class Uploader:
         self.removals = 0
         self._name_locks: dict[tuple[Container, str], trio.Lock] = {}
         self.guard = ReleaseGuard(client, namespace)
+        # Each confirmed upload's bytes, until kbfs.upload.collisions has checked that no
+        # other client's upload overwrote them on the server.
+        self.held = HeldCopies(spool.root / "held")
         self.unremovable = 0  # removals Kanboard refused for good (stored bytes missing)
         self._in_flight = 0
         self._idle = trio.Event()
@@ -181,7 +185,7 @@ class Uploader:
                 sent = await self._send_locked(node, pending, container, server_name)
             if sent is None:
                 return
-            await self._remove_superseded(node, *sent)
+            await self._remove_superseded(node, sent)
             if node.open_handles == 0:
                 self.settle(node)  # a background upload: nobody will close this file
         except Exception as exc:
@@ -193,9 +197,8 @@ class Uploader:
 
     async def _send_locked(
         self, node: Node, pending: PendingFile, container: Container, server_name: str
-    ) -> tuple[list[Placed], set[tuple[Container, int]]] | None:
-        """The upload under its locks; what it superseded (and which of those the listing
-        still showed), or None if nothing was sent."""
+    ) -> list[Placed] | None:
+        """The upload under its locks; what it superseded, or None if nothing was sent."""
         if not pending.dirty or node.discarded:
             return None  # saved meanwhile, or removed by the user: nothing to send
         if pending.incomplete is not None:
@@ -216,6 +219,9 @@ class Uploader:
             return None
         _check_storable(pending, server_name, size)
         version = pending.version
+        # What the collision check compares the server's bytes with (kbfs.upload.collisions);
+        # the pending lock is held: no write changes the bytes until the upload is done.
+        sha256 = await trio.to_thread.run_sync(digest, pending.path)
         record = await self.lost_creates.resolve(node, container, server_name, size)
         if record is None and pending.from_earlier_mount:
             await self._check_conflict(node, container, server_name)
@@ -225,14 +231,8 @@ class Uploader:
         pending.last_error = None
         pending.failures = 0
         old = node.record
-        # Versions the latest listing still shows can be removed by id at once; any other
-        # may be gone already and its id reused by another file (§7): check it first.
-        listed = {
-            (c, r.id)
-            for c, r in [(container, old), *node.stale]
-            if r is not None and self.ns.listed(c, r)
-        }
         self.ns.attach_upload(node, record, old)
+        self.held.hold(pending.path, sha256, container, record)
         self.uploads += 1
         log.info(
             "uploaded %s (%d bytes, inode %d) as file %d",
@@ -251,7 +251,7 @@ class Uploader:
             self.queue.begin(replaced)
         if not pending.dirty:
             self.spool.release_data(pending)  # the description is no longer needed
-        return replaced, listed
+        return replaced
 
     async def _create(
         self, node: Node, pending: PendingFile, container: Container, name: str, size: int
@@ -283,14 +283,14 @@ class Uploader:
         pending.attempts.remove(attempt)
         return await self._confirm(container, new_id, name, size)
 
-    async def _remove_superseded(
-        self, node: Node, replaced: list[Placed], listed: set[tuple[Container, int]]
-    ) -> None:
+    async def _remove_superseded(self, node: Node, replaced: list[Placed]) -> None:
+        """Each superseded version is looked at (get*File) before it is removed, even one the
+        latest listing shows: another client may have removed it since and made a new file
+        that got its id (ids are reused, kanboard-api §7), and removing that would lose
+        someone's acknowledged save (found by the two-mount stress test)."""
         try:
             for where, stale in replaced:
-                await self.remove_replaced(
-                    where, stale, node, verify=(where, stale.id) not in listed
-                )
+                await self.remove_replaced(where, stale, node, verify=True)
         finally:
             self.queue.end(replaced)  # removed now, or queued
         if replaced:

@@ -195,3 +195,29 @@ async def test_a_refused_file_is_local_only_again_after_a_remount(rig: Rig) -> N
     await again.vfs.retry_once()
     assert rig.kb.count("create_file") == 0
     assert len(again.vfs.status()["recovered"]) == 1  # type: ignore[arg-type]
+
+
+async def test_a_lost_create_of_content_refused_since_is_resolved_and_the_journal_ends(
+    rig: Rig,
+) -> None:
+    """An HTTP 500 may hide a create that happened: it is remembered (cleanup journal) and
+    looked for. When the same content is then refused for good (500 three times), it stays
+    local-only, never uploaded again, so nothing but the sweep resolves that entry: it must
+    (found by the two-mount stress test: the journal stayed forever)."""
+    from kbfs.client.errors import ServerError
+
+    def error() -> BaseException:
+        return ServerError("HTTP 500", status_code=500, method="create_file")
+
+    rig.kb.fail("create_file", error, times=None)
+    await raises_errno(errno.EIO, rig.save(rig.tasks, "report.txt", b"the report"))
+    for _ in range(3):
+        rig.clock.advance(60)  # past the retry's backoff
+        await rig.vfs.retry_once()
+    assert rig.vfs.status()["pending_uploads"][0]["refused"]  # type: ignore[index]
+    journal = rig.root / "spool" / "cleanup.journal"
+    rig.kb.clear_faults()
+    await rig.vfs.retry_once()
+    assert not journal.exists()
+    assert await rig.ls(rig.tasks) == ["report.txt"]  # still there, local-only
+    assert rig.kb.names(rig.tasks) == []

@@ -4,6 +4,7 @@ built-in server over HTTP, real tools against the mount point, and a clean unmou
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import time
@@ -16,6 +17,17 @@ import pytest
 #: write, overwrite, rapid and editor saves, rename, rm, clear, crash recovery) run against the
 #: built-in server keeping each one's rules (on a test that uses the ``kb`` fixture).
 KANBOARD_VERSIONS = pytest.mark.parametrize("kb", ["1.2.20", "1.2.53"], indirect=True)
+
+#: The stress tests (test_stress*.py) run each variant short (seconds of work) in the default
+#: test run and long only under ``-m stress`` (KBFS_STRESS_SECONDS). Their fault seed is one
+#: per session, random unless KBFS_STRESS_SEED gives it; a failing run prints it.
+STRESS_SHORT = 20.0
+STRESS_SECONDS = float(os.environ.get("KBFS_STRESS_SECONDS", "120"))
+STRESS_SEED = int(os.environ.get("KBFS_STRESS_SEED") or random.SystemRandom().randrange(1 << 31))
+STRESS_LENGTHS = [
+    pytest.param(STRESS_SHORT, id="short"),
+    pytest.param(STRESS_SECONDS, id="long", marks=pytest.mark.stress),
+]
 
 
 def is_mounted(path: Path) -> bool:

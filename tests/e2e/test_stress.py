@@ -2,6 +2,10 @@
 for a bounded time while the server fails a share of all calls at random (seeded). Afterwards:
 every close() that returned 0 is on the server with the right bytes, every failed upload is on
 the server or in the recovery folder, every rm that returned 0 is gone, nothing is duplicated.
+
+Each variant runs twice: ``short`` (SHORT seconds, in the default test run) and ``long``
+(``-m stress``, KBFS_STRESS_SECONDS). The workers' seeds are fixed; the fault seed is random
+unless KBFS_STRESS_SEED gives it, and a failing run prints it (``fault seed N``) to repeat it.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.helpers import STRESS_LENGTHS as LENGTHS
+from tests.e2e.helpers import STRESS_SECONDS as DURATION
+from tests.e2e.helpers import STRESS_SEED as FAULT_SEED
+from tests.e2e.helpers import STRESS_SHORT as SHORT
 from tests.e2e.helpers import Mounted, Mounter
 
-DURATION = float(os.environ.get("KBFS_STRESS_SECONDS", "20"))  # longer runs find rarer races
 WORKERS = int(os.environ.get("KBFS_STRESS_WORKERS", "4"))
 NAMES = ["a.txt", "b.txt", "c.txt", "d.bin"]
 
@@ -103,13 +110,16 @@ def kernel_stacks(pid: int) -> str:
     return "\n".join(out)
 
 
-@pytest.mark.stress
-@pytest.mark.timeout(300 + 2 * DURATION)
+@pytest.mark.timeout(300 + 2 * max(SHORT, DURATION))
+@pytest.mark.parametrize("seconds", LENGTHS)
 @pytest.mark.parametrize("crash", [False, True], ids=["faults", "faults-and-kill-9"])
-def test_random_faults_lose_nothing(kb, mounter: Mounter, tmp_path: Path, crash: bool) -> None:  # type: ignore[no-untyped-def]
+def test_random_faults_lose_nothing(  # type: ignore[no-untyped-def]
+    kb, mounter: Mounter, tmp_path: Path, crash: bool, seconds: float
+) -> None:
     """With ``crash``, the daemon is killed (SIGKILL) halfway; the workers go on against the
     dead mount (their operations fail), and a new mount of the same state dir must then
     finish everything: the same checks apply."""
+    print(f"fault seed {FAULT_SEED} (KBFS_STRESS_SEED={FAULT_SEED} repeats it)")
     p = kb.project("stress")
     tasks = [kb.task(p, f"worker {i}") for i in range(WORKERS)]
     state = tmp_path / "state"
@@ -121,14 +131,14 @@ def test_random_faults_lose_nothing(kb, mounter: Mounter, tmp_path: Path, crash:
         Worker(i, m.p("projects", p, "tasks", t), tmp_path, seed=1000 + i)
         for i, t in enumerate(tasks)
     ]
-    kb.chaos(0.15, seed=7)
-    deadline = time.monotonic() + DURATION
+    kb.chaos(0.15, seed=FAULT_SEED)
+    deadline = time.monotonic() + seconds
     stop = threading.Event()
     threads = [threading.Thread(target=w.run, args=(deadline, stop)) for w in workers]
     for th in threads:
         th.start()
     if crash:
-        time.sleep(DURATION / 2)
+        time.sleep(seconds / 2)
         stop.set()  # the operations under way when the daemon dies fail (ENOTCONN)
         m.proc.kill()
         try:
@@ -137,7 +147,7 @@ def test_random_faults_lose_nothing(kb, mounter: Mounter, tmp_path: Path, crash:
             stacks = kernel_stacks(m.proc.pid)
             raise AssertionError(f"the killed daemon is stuck:\n{stacks}") from None
     for th in threads:
-        th.join(timeout=DURATION + 120)
+        th.join(timeout=seconds + 120)
     if crash:
         # Only now: on a plain directory, "rm -f" of a missing file would succeed.
         mounter.unmount(m)
@@ -145,6 +155,7 @@ def test_random_faults_lose_nothing(kb, mounter: Mounter, tmp_path: Path, crash:
     kb.clear_faults()
     assert all(not th.is_alive() for th in threads)
     assert not [e for w in workers for e in w.errors]
+    print(f"{sum(w.ops for w in workers)} operations")
     assert sum(w.ops for w in workers) > 40
     if crash:
         m = mounter(kb, "timeout=3", f"state_dir={state}", ttl=0.3)  # takes over the spool
