@@ -116,6 +116,15 @@ class Answers:
             data = self._redact(data)[:300]
         return RpcError(code, message, data, method=label)
 
+    def not_a_batch(self, label: str, parsed: Any) -> KanboardError:
+        """The error for a batch answered with something other than an array: Kanboard answers
+        a whole batch with one error object on any 401/403."""
+        if isinstance(parsed, dict):
+            if parsed.get("error") is not None:
+                return self.rpc_error(label, parsed["error"])
+            return ProtocolError("a batch was answered with a single object", method=label)
+        return ProtocolError("a batch was not answered with an array", method=label)
+
     def unwrap(self, label: str, envelope: Any, rid: int) -> Any:
         """The ``result`` of one JSON-RPC response object, or the error it carries, raised."""
         if not isinstance(envelope, dict):

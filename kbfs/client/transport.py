@@ -250,12 +250,8 @@ class RpcTransport:
                 request_id=f"{ids[0]}..{ids[-1]}",
             )
             parsed = self._answers.parse_json(label, data)
-            if isinstance(parsed, dict):
-                if parsed.get("error") is not None:
-                    raise self._answers.rpc_error(label, parsed["error"])
-                raise ProtocolError("a batch was answered with a single object", method=label)
             if not isinstance(parsed, list):
-                raise ProtocolError("a batch was not answered with an array", method=label)
+                raise self._answers.not_a_batch(label, parsed)
             by_id: dict[str, Any] = {}
             for item in parsed:
                 if isinstance(item, dict) and item.get("id") is not None:
@@ -425,10 +421,7 @@ class RpcTransport:
                                                  delivered)  # fmt: skip
             whole = splitter.finish()
             if whole is not None:
-                parsed = self._answers.parse_json(label, whole)
-                if isinstance(parsed, dict) and parsed.get("error") is not None:
-                    raise self._answers.rpc_error(label, parsed["error"])
-                raise ProtocolError("a batch was not answered with an array", method=label)
+                raise self._answers.not_a_batch(label, self._answers.parse_json(label, whole))
         except trio.TooSlowError:
             raise RequestTimeout(
                 f"no complete answer within {deadline:.0f}s", method=label, request_sent=True

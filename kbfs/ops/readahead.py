@@ -55,7 +55,6 @@ class ReadAhead:
         self.clock = clock
         # The directory of the last file read to its end, and when it was closed.
         self._last: tuple[int, float] | None = None
-        self.batches = 0  # batches started (kbfs status, tests)
         # A directory's server entries in readdir order and each name's position, kept while
         # the directory is unchanged: a read-through of N files costs O(N), not O(N^2).
         self._orders: dict[Container, tuple[tuple[int, ...], list[int], dict[str, int]]] = {}
@@ -87,7 +86,6 @@ class ReadAhead:
             batch.append((container, record))
             size += record.size
         if batch:
-            self.batches += 1
             log.debug("reading ahead %d files (%d bytes) after %s", len(batch), size, node.name)
             self.content.prefetch(batch)
 
