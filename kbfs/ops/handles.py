@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from kbfs.namespace.nodes import Node
-from kbfs.storage.contentcache import Opened, mapped_if_complete
+from kbfs.storage.downloads import Opened, mapped_if_complete
 
 
 @dataclass(eq=False)

@@ -16,18 +16,16 @@ content type or a thumbnailer reading a header opens a file, reads its first byt
 it, and must not pull the whole file. It is finished instead when it is nearly done or small,
 where starting again would cost more than finishing.
 
-``mapped_if_complete`` is the read path for complete content: one read-only map per handle.
+A download in progress and its readers' view of it are in :mod:`kbfs.storage.downloads`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import mmap
 import os
 import stat
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +34,8 @@ import trio
 from kbfs.client.errors import KanboardError, NotFound
 from kbfs.client.models import Container, FileRecord
 from kbfs.client.protocol import KanboardAPI
-from kbfs.client.wire import MIN_TRANSFER_RATE
 from kbfs.errors import FsError
+from kbfs.storage.downloads import Download, Opened, ProgressSink
 from kbfs.storage.private import open_nofollow, owned_dir
 
 log = logging.getLogger(__name__)
@@ -49,144 +47,6 @@ class CacheStats:
     hits: int
     bytes_downloaded: int
     evictions: int
-
-
-class _Download:
-    """One download in progress: readers wait on ``progress`` (bytes on disk so far)."""
-
-    def __init__(self, part: Path, size: int) -> None:
-        self.part = part
-        self.size = size
-        self.started = trio.current_time()
-        self.done = trio.Event()
-        self.error: BaseException | None = None
-        self.progress = 0  # written by the sink, possibly from a worker thread
-        self.changed = trio.Event()  # set (and replaced) whenever more bytes are on disk
-        self.readers = 0  # open handles and ensure() calls waiting on it
-        self.scope = trio.CancelScope()
-        self.unleashed = trio.Event()  # a reader wants more than the first SNIFF_BYTES
-
-    def want(self, end: int) -> None:
-        """A reader asks for bytes up to ``end``: past the sniff window, download freely."""
-        if end > SNIFF_BYTES:
-            self.unleashed.set()
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
-
-
-# What a content-type sniff, file(1) or a header reader takes from the start of a file. A
-# download whose readers asked for no more than this pauses there (TCP then holds the server)
-# until one asks for more or all leave (then it is dropped): opening a large file to look at
-# its first bytes costs about this much, not the file.
-SNIFF_BYTES = 256 * 1024
-
-
-class _ProgressSink:
-    """An unbuffered file sink that publishes how many bytes are on disk."""
-
-    def __init__(self, fd: int, download: _Download, limit: int) -> None:
-        self._file = os.fdopen(fd, "wb", buffering=0)
-        self._download = download
-        self._limit = limit  # the record's size: more than that is not this file
-
-    def write(self, data: bytes) -> int:
-        self.writelines((data,))
-        return len(data)
-
-    def writelines(self, pieces: Iterable[bytes]) -> None:
-        for data in pieces:
-            view = memoryview(data)
-            while view:
-                n = self._file.write(view)
-                view = view[n:]
-        self._download.progress = self._file.tell()
-        if self._download.progress > self._limit:
-            # Another file's bytes (a same-second collision, kanboard-api §7) or a server that
-            # never stops: end the download now rather than fill the disk.
-            raise FsError(f"the server sent more than the record's {self._limit} bytes; not served")
-        # Wake readers now rather than at their next poll. RuntimeError: called on the trio
-        # thread itself, not from a worker thread.
-        with contextlib.suppress(RuntimeError):
-            trio.from_thread.run_sync(self._download.notify)
-
-    async def pace(self) -> float:
-        """Hold the download past the sniff window until a reader wants more; the seconds
-        held (the transport leaves them out of the download's deadline)."""
-        download = self._download
-        if download.unleashed.is_set() or download.progress < SNIFF_BYTES:
-            return 0.0
-        started = trio.current_time()
-        await download.unleashed.wait()
-        return trio.current_time() - started
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        return self._file.seek(pos, whence)
-
-    def truncate(self, size: int | None = None) -> int:
-        # The client rewinds and truncates before a retry: readers must wait again.
-        result = self._file.truncate(size)
-        self._download.progress = min(self._download.progress, result)
-        return result
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class Opened:
-    """Content opened for reading: a file descriptor, and the download filling it if any."""
-
-    def __init__(self, fd: int, path: Path, size: int, download: _Download | None) -> None:
-        self.fd = fd
-        self.path = path
-        self.size = size
-        self.download = download
-
-    async def wait_for(self, end: int, stall_timeout: float = 30.0) -> None:
-        """Return once bytes up to ``end`` (capped at the file size) are on disk.
-
-        A read that reaches the end of the file waits for the whole download and its size
-        check: the first bytes of a file are served as they arrive, but no reader sees a
-        complete file that the check then refuses. Fails with EIO if the download fails, makes
-        no progress for ``stall_timeout``, or has not brought the bytes up to ``end`` by the
-        time they take at the client's minimum rate (plus ``stall_timeout``) from its start:
-        a server trickling a byte a second makes progress, but a read must not wait for it
-        as long as the whole download's budget (hours, for a large file).
-        """
-        download = self.download
-        if download is None:
-            return
-        end = min(end, self.size)
-        download.want(end)
-        whole = end >= self.size
-        due = download.started + stall_timeout + -(-end // 3) * 4 / MIN_TRANSFER_RATE
-        seen, since = download.progress, trio.current_time()
-        while (whole or download.progress < end) and not download.done.is_set():
-            changed = download.changed
-            with trio.move_on_after(0.05):  # the sink also wakes us; this is a safety net
-                await changed.wait()
-            now = trio.current_time()
-            if download.progress != seen:
-                seen, since = download.progress, now
-            elif now - since > stall_timeout:
-                raise FsError(f"the download stalled for {stall_timeout:g} s")
-            if now > due:
-                raise FsError(
-                    f"the download is too slow: {download.progress} of the {end} bytes this "
-                    f"read needs after {now - download.started:.1f} s"
-                )
-        if download.error is not None and (whole or download.progress < end):
-            raise FsError(f"download failed: {download.error}")
 
 
 class ContentCache:
@@ -207,7 +67,7 @@ class ContentCache:
         self.client = client
         self.max_bytes = max_bytes
         owned_dir(root, "cache directory")
-        self._downloads: dict[str, _Download] = {}
+        self._downloads: dict[str, Download] = {}
         self._nursery: trio.Nursery | None = None
         self._pins: dict[Path, int] = {}
         self._downloads_n = 0
@@ -263,8 +123,7 @@ class ContentCache:
             fd = open_nofollow(path, os.O_RDONLY)
         except OSError:  # missing, or ELOOP: a symlink is never followed
             return None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_size != record.size:
+        if not _servable(os.fstat(fd), record):
             os.close(fd)
             return None
         os.utime(fd)
@@ -317,7 +176,7 @@ class ContentCache:
             raise FsError(f"{self.cache_name(record)}: download vanished from the cache")
         return Opened(fd, path, record.size, None)
 
-    def release(self, download: _Download | None) -> None:
+    def release(self, download: Download | None) -> None:
         """A reader of ``download`` is gone (a handle closed). The last one leaving drops the
         download unless it is nearly done or small: its partial bytes are deleted and the
         next open starts again."""
@@ -341,7 +200,7 @@ class ContentCache:
 
     def _start(
         self, container: Container, record: FileRecord
-    ) -> tuple[_Download, Callable[[], Awaitable[None]] | None]:
+    ) -> tuple[Download, Callable[[], Awaitable[None]] | None]:
         """The running download of ``record``, started now if there is none.
 
         Without a nursery the caller gets the download's coroutine function to await itself.
@@ -350,11 +209,7 @@ class ContentCache:
         running = self._downloads.get(key)
         if running is not None and not running.scope.cancel_called:
             return running, None
-        final = self.path_for(record)
-        # A dropped download may still be cleaning up: each download has its own part file.
-        self._serial += 1
-        part = final.with_name(f"{final.name}.{os.getpid()}.{self._serial}.part")
-        download = _Download(part, record.size)
+        download = Download(self._new_part(record), record.size)
         fd = open_nofollow(download.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         self._downloads[key] = download
 
@@ -377,15 +232,22 @@ class ContentCache:
             return download, None
         return download, run
 
+    def _new_part(self, record: FileRecord) -> Path:
+        """A fresh temporary name beside ``record``'s cache file: a dropped download may still
+        be cleaning up its own, and a batch member may land meanwhile."""
+        self._serial += 1
+        final = self.path_for(record)
+        return final.with_name(f"{final.name}.{os.getpid()}.{self._serial}.part")
+
     async def _download(
-        self, container: Container, record: FileRecord, download: _Download, fd: int
+        self, container: Container, record: FileRecord, download: Download, fd: int
     ) -> None:
         final = self.path_for(record)
         part = download.part
         try:
             if container.task_id is None and not self.client.rules.checks_project_files:
                 await self._check_project_file(container, record)
-            sink = _ProgressSink(fd, download, record.size)
+            sink = ProgressSink(fd, download, record.size)
             try:
                 written = await self.client.download_file(
                     container,
@@ -419,7 +281,7 @@ class ContentCache:
         if key in self._downloads or key in self._prefetching:
             return True
         try:
-            return self.path_for(record).stat().st_size == record.size
+            return _servable(os.lstat(self.path_for(record)), record)
         except FileNotFoundError:
             return False
 
@@ -504,14 +366,12 @@ class ContentCache:
                 record.kind.value, record.id, len(data), record.size,
             )  # fmt: skip
             return
-        final = self.path_for(record)
-        self._serial += 1
-        part = final.with_name(f"{final.name}.{os.getpid()}.{self._serial}.part")
+        part = self._new_part(record)
         try:
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = open_nofollow(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
-            os.replace(part, final)
+            os.replace(part, self.path_for(record))
         except OSError as exc:
             part.unlink(missing_ok=True)
             log.warning("could not keep a batched read in the cache: %s", exc)
@@ -586,15 +446,8 @@ class ContentCache:
             self._evictions += 1
 
 
-def mapped_if_complete(fd: int, opened: Opened) -> mmap.mmap | None:
-    """A read-only map of cached content once all of it is on disk, else None.
-
-    Only a complete file is mapped: its size is final (a cache file is written under a temporary
-    name and never changed once complete), so no access can run past its end (SIGBUS).
-    """
-    download = opened.download
-    if download is not None and not (download.done.is_set() and download.error is None):
-        return None
-    if opened.size == 0 or os.fstat(fd).st_size != opened.size:
-        return None
-    return mmap.mmap(fd, opened.size, prot=mmap.PROT_READ)
+def _servable(st: os.stat_result, record: FileRecord) -> bool:
+    """Whether a cache file is the complete content of ``record``: a regular file of this
+    user holding exactly the record's size (a symlink, another user's file or a truncated
+    copy never is)."""
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_size == record.size
