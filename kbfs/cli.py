@@ -67,6 +67,15 @@ For each mount: server and user, the process, files not uploaded yet (and where 
 bytes are kept), the content cache and counters.
 """
 
+EXAMPLES_SYNC = """examples:
+  kbfs sync                 # every kbfs mount of yours
+  kbfs sync ~/kb            # one mount
+
+Uploads now what is not on the server yet (with -o writeback: what close() handed over;
+in any mode: uploads that failed and wait for their retry), and waits for it. Exits 0 when
+everything is there; otherwise 1, naming each file that is not and why.
+"""
+
 EXAMPLES_CLEAR = """examples:
   kbfs clear ~/kb/projects/3/tasks/42          # asks first
   kbfs clear --yes ~/kb/projects/3/files       # no question (scripts)
@@ -311,6 +320,48 @@ def cmd_clear(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Wait until every file written to this user's kbfs mounts (or the one holding
+    MOUNTPOINT) is on the server; exit 1 naming what is not."""
+    from kbfs.control import status
+
+    mine = (None, os.getuid())
+    found = [f for f in status.iter_found() if f.entry.uid in mine or os.getuid() == 0]
+    if args.mountpoint:
+        entry = status.mount_containing(Path(args.mountpoint).expanduser().absolute())
+        if entry is None:
+            return _fail(f"{args.mountpoint} is not on a kbfs mount")
+        found = [f for f in found if f.entry.mountpoint == entry.mountpoint]
+    if not found:
+        print("kbfs: no kbfs mounts of yours")
+        return 0
+    failed = 0
+    for f in found:
+        where = printable(str(f.entry.mountpoint))
+        if not f.control or f.problem:
+            print(f"kbfs: {where}: cannot reach its kbfs process: {f.problem}", file=sys.stderr)
+            failed += 1
+            continue
+        request = {"op": "sync", "timeout": args.timeout}
+        try:
+            answer = status.ask_daemon(
+                f.control, request, timeout=args.timeout + 30, owner=f.entry.uid
+            )
+        except status.ControlError as exc:
+            print(f"kbfs: {where}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        left = answer.get("not_uploaded", [])
+        for item in left:
+            failed += 1
+            print(
+                f"kbfs: {where}{printable(str(item.get('path')))}: not on the server:"
+                f" {printable(str(item.get('why')))}",
+                file=sys.stderr,
+            )
+    return 1 if failed else 0
+
+
 def cmd_server(rest: list[str]) -> int:
     from kbfs.devserver.serve import main as server_main
 
@@ -337,7 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kbfs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_mount, _add_umount, _add_status, _add_clear, add_helper_commands, _add_demo):
+    for add in (
+        _add_mount,
+        _add_umount,
+        _add_status,
+        _add_sync,
+        _add_clear,
+        add_helper_commands,
+        _add_demo,
+    ):
         add(sub, common)
     add_commands(functools.partial(_subcommand, sub, common), build_parser)  # remotes, completion
     sub.add_parser(
@@ -413,6 +472,24 @@ def _add_clear(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
     c.set_defaults(func=cmd_clear)
 
 
+def _add_sync(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
+    c = _subcommand(
+        sub,
+        common,
+        "sync",
+        help="wait until everything written to the mounts is on the server",
+        epilog=EXAMPLES_SYNC,
+    )
+    c.add_argument("mountpoint", nargs="?", help="only the mount holding this path")
+    c.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="give up after this many seconds (300)",
+    )
+    c.set_defaults(func=cmd_sync)
+
+
 def _add_demo(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
     from kbfs import demo
 
@@ -420,7 +497,7 @@ def _add_demo(sub: _Subparsers, common: argparse.ArgumentParser) -> None:
     demo.add_parser(d, cmd_mount)
 
 
-COMMANDS = ("mount", "umount", "status", "clear", "demo", "server", *HELPER_COMMANDS)
+COMMANDS = ("mount", "umount", "status", "sync", "clear", "demo", "server", *HELPER_COMMANDS)
 TOOL_COMMANDS = ("remotes", "completion")  # kbfs.completion
 
 

@@ -56,6 +56,11 @@ OPTION_DOCS: dict[str, tuple[str, str]] = {
         " (default: editor swap, lock and backup files); empty turns that off",
     ),
     "local_names_add": ("local_names_add=PAT:PAT", "patterns added to local_names' defaults"),
+    "writeback": (
+        "writeback",
+        "close() returns once the bytes are safe in the local spool; uploads run in the"
+        " background, small files several per request; fsync() and kbfs sync wait for them",
+    ),
     "xattr": ("xattr", "show user.kanboard.* extended attributes (the default)"),
     "noxattr": ("noxattr", "no user.kanboard.* extended attributes"),
 }

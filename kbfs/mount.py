@@ -208,6 +208,7 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
                 kernel_cache_timeout=options.attr_timeout,
                 local_names=local_names(options),
                 max_file_size=options.max_file_size,
+                writeback=options.writeback,
             ),
             content,
             spool,
@@ -227,6 +228,7 @@ async def run_mount(request: MountRequest, on_ready: Callable[[], None]) -> None
                 nursery.start_soon(_on_signals, vfs, client, request.hup_reloads)
                 await nursery.start(content.run)
                 await nursery.start(vfs.run)
+                await nursery.start(vfs.writeback.run)
                 nursery.start_soon(_tune_read_ahead, request.mountpoint)
                 await nursery.start(publisher.run)
                 on_ready()

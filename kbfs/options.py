@@ -61,6 +61,9 @@ class MountOptions:
     read_only: bool = False
     allow_other: bool = False
     xattr: bool = True  # noxattr: no user.kanboard.* attributes
+    # writeback: close() returns once the bytes are safe in the spool; uploads run in the
+    # background, small files several per request (kbfs.upload.writeback).
+    writeback: bool = False
     dir_cache_ttl: float = 5.0
     attr_timeout: float = 1.0
     timeout: float = 30.0
@@ -92,7 +95,7 @@ _FLOAT = {"dir_cache_ttl", "attr_timeout", "timeout"}
 _STR = {"cache_dir", "state_dir", "token_file", "user", "log_level", "cafile"}
 
 
-FLAGS = frozenset({"ro", "allow_other", "xattr", "noxattr"})
+FLAGS = frozenset({"ro", "allow_other", "xattr", "noxattr", "writeback"})
 VALUED = frozenset(
     _INT
     | _FLOAT
@@ -122,6 +125,8 @@ def parse_options(specs: list[str], base: MountOptions | None = None) -> MountOp
                     values["read_only"] = True
                 elif key == "allow_other":
                     values["allow_other"] = True
+                elif key == "writeback":
+                    values["writeback"] = True
                 elif key in ("xattr", "noxattr"):
                     values["xattr"] = key == "xattr"
                 elif key == "umask":

@@ -56,6 +56,7 @@ from kbfs.storage.contentcache import ContentCache
 from kbfs.storage.spool import PendingFile, Spool
 from kbfs.upload.recovery import Recovery
 from kbfs.upload.uploader import Uploader
+from kbfs.upload.writeback import WriteBack
 
 __all__ = ["DEFAULT_LOCAL_NAMES", "Attr", "DirHandle", "Handle", "Vfs", "VfsConfig"]
 
@@ -81,6 +82,7 @@ class VfsConfig:
     listing_idle: float = Limits.idle
     kernel_cache_timeout: float = 1.0  # how long the kernel trusts a name or attributes
     max_file_size: int | None = None  # -o max_file_size: writes past it fail with EFBIG
+    writeback: bool = False  # -o writeback: close() hands the upload to kbfs.upload.writeback
 
 
 class Vfs:
@@ -111,9 +113,11 @@ class Vfs:
             config.max_listing,
             Limits(config.max_records, config.listing_idle, config.listing_min_age),
         )
-        self.refresher = Refresher(client, self.ns, policy, clock)
+        self.refresher = Refresher(client, self.ns, policy, clock, content.rekey)
         self.uploader = Uploader(client, self.ns, spool, content, self.refresher, clock)
         self.recovery = Recovery(self.ns, spool, self.uploader, client.endpoint, clock)
+        self.writeback = WriteBack(self.uploader, clock)
+        self.recovery.deferred = self.writeback.holds
         self.lister = Lister(self.ns, self.refresher)
         self.readahead = ReadAhead(self.ns, self.refresher, content, clock)
         self.mover = Mover(
@@ -199,7 +203,12 @@ class Vfs:
         return self.recovery.load_spool()
 
     async def wait_uploads_idle(self, timeout: float) -> bool:
-        return await self.uploader.wait_idle(timeout)
+        """Let the uploads under way end, and what the write-back queue holds go too, for
+        at most ``timeout`` (SIGTERM's grace); what is left stays in the spool."""
+        deadline = trio.current_time() + timeout
+        if not await self.writeback.settled(timeout):
+            return False
+        return await self.uploader.wait_idle(max(0.0, deadline - trio.current_time()))
 
     @contextlib.contextmanager
     def _within(self, what: str, transfer: int = 0) -> Iterator[None]:
@@ -434,12 +443,26 @@ class Vfs:
             return
         if node.pending.dirty:
             self.ns.relink(node)
-            await self.uploader.upload(node)
+            if self.config.writeback:
+                await self.writeback.hand_over(node)  # uploaded in the background
+            else:
+                await self.uploader.upload(node)
         if node.pending is not None and node.pending.too_large:
             raise FsError(node.pending.last_error or "too large", errno.EFBIG)
 
     async def fsync(self, fh: int) -> None:
+        """The file is on the server when this returns (in write-back mode too), or fails."""
         await self.flush(fh)
+        node = self.handle(fh).node
+        if self.config.writeback and node.pending is not None and not node.discarded:
+            await self.uploader.waited_for_upload(node)  # a background upload under way
+            await self.uploader.upload(node)  # still not there: now, and its error if any
+            if node.pending is not None and node.pending.dirty and node.pending.too_large:
+                raise FsError(node.pending.last_error or "too large", errno.EFBIG)
+
+    async def sync_all(self, timeout: float) -> list[tuple[str, str]]:
+        """``kbfs sync``: see kbfs.upload.writeback."""
+        return await self.writeback.sync_all(timeout)
 
     def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)

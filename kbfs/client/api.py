@@ -459,6 +459,22 @@ class KanboardClient:
         calls = [self._download_call(container, file_id) for container, file_id in items]
         await self._rpc.download_batch(calls, deliver, expected_bytes)
 
+    @staticmethod
+    def _create_call(container: Container, filename: str) -> tuple[str, dict[str, Any]]:
+        if container.task_id is None:
+            return "createProjectFile", {"project_id": container.project_id, "filename": filename}
+        return "createTaskFile", {
+            "project_id": container.project_id,
+            "task_id": container.task_id,
+            "filename": filename,
+        }
+
+    @staticmethod
+    def _created(result: Any, method: str) -> int:
+        if result is False or result is None or result in ("", 0, "0"):
+            raise Rejected("the server refused the file", method=method)
+        return _int_result(result, method)
+
     async def create_file(
         self, container: Container, filename: str, source: BinaryIO, size: int
     ) -> int:
@@ -469,20 +485,34 @@ class KanboardClient:
         ends early or fails. Never retried: a TransportError with request_sent=True means the
         file may or may not exist (check with list_files before uploading again).
         """
-        if container.task_id is None:
-            method = "createProjectFile"
-            params: dict[str, Any] = {"project_id": container.project_id, "filename": filename}
-        else:
-            method = "createTaskFile"
-            params = {
-                "project_id": container.project_id,
-                "task_id": container.task_id,
-                "filename": filename,
-            }
-        result = await self._rpc.upload(method, params, source, size)
-        if result is False or result is None or result in ("", 0, "0"):
-            raise Rejected("the server refused the file", method=method)
-        return _int_result(result, method)
+        method, params = self._create_call(container, filename)
+        return self._created(await self._rpc.upload(method, params, source, size), method)
+
+    async def create_files(
+        self, uploads: Sequence[tuple[Container, str, BinaryIO, int]]
+    ) -> list[int | KanboardError]:
+        """Many uploads in one JSON-RPC batch: each one's new id, or why it failed (as
+        ``create_file``). If the whole request fails, that is raised, and with
+        request_sent=True any of the files may exist."""
+        calls = []
+        for container, filename, source, size in uploads:
+            method, params = self._create_call(container, filename)
+            calls.append((method, params, source, size))
+        out: list[int | KanboardError] = []
+        for (method, _, _, _), result in zip(
+            calls, await self._rpc.upload_batch(calls), strict=True
+        ):
+            if isinstance(result, KanboardError):
+                out.append(_with_method(result, method))
+                continue
+            if isinstance(result, Exception):
+                out.append(ProtocolError(str(result), method=method))
+                continue
+            try:
+                out.append(self._created(result, method))
+            except KanboardError as exc:
+                out.append(exc)
+        return out
 
     async def remove_file(self, container: Container, file_id: int) -> None:
         """Delete one attachment. NotFound when Kanboard answers false: no such file (or a file

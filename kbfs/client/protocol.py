@@ -102,6 +102,13 @@ class KanboardAPI(Protocol):
         """Upload ``size`` bytes from ``source`` as a new attachment; the new file id."""
         ...
 
+    async def create_files(
+        self, uploads: Sequence[tuple[Container, str, BinaryIO, int]]
+    ) -> list[int | KanboardError]:
+        """Several uploads in one request: each one's new id or why it failed. A failure of
+        the whole request is raised (with request_sent=True any file may exist)."""
+        ...
+
     async def remove_file(self, container: Container, file_id: int) -> None:
         """Delete one attachment."""
         ...

@@ -249,28 +249,34 @@ class RpcTransport:
                 headers=JSON_HEADERS,
                 request_id=f"{ids[0]}..{ids[-1]}",
             )
-            parsed = self._answers.parse_json(label, data)
-            if not isinstance(parsed, list):
-                raise self._answers.not_a_batch(label, parsed)
-            by_id: dict[str, Any] = {}
-            for item in parsed:
-                if isinstance(item, dict) and item.get("id") is not None:
-                    by_id.setdefault(id_key(item["id"]), item)
-            results: list[Any | Exception] = []
-            for (m, _), rid in zip(calls, ids, strict=True):
-                item = by_id.get(id_key(rid))
-                if item is None:
-                    results.append(ProtocolError("no answer for this call in the batch", method=m))
-                    continue
-                try:
-                    results.append(self._answers.unwrap(m, item, rid))
-                except KanboardError as exc:
-                    results.append(exc)
-            return results
+            return self._batch_results(label, [m for m, _ in calls], ids, data)
 
         return await self._reauthenticating(
             label, lambda: self._retry.run(label, idempotent, attempt)
         )
+
+    def _batch_results(
+        self, label: str, methods: list[str], ids: list[int], data: bytes
+    ) -> list[Any | Exception]:
+        """Each call's result (or exception) from a batch's answer, matched by id."""
+        parsed = self._answers.parse_json(label, data)
+        if not isinstance(parsed, list):
+            raise self._answers.not_a_batch(label, parsed)
+        by_id: dict[str, Any] = {}
+        for item in parsed:
+            if isinstance(item, dict) and item.get("id") is not None:
+                by_id.setdefault(id_key(item["id"]), item)
+        results: list[Any | Exception] = []
+        for m, rid in zip(methods, ids, strict=True):
+            item = by_id.get(id_key(rid))
+            if item is None:
+                results.append(ProtocolError("no answer for this call in the batch", method=m))
+                continue
+            try:
+                results.append(self._answers.unwrap(m, item, rid))
+            except KanboardError as exc:
+                results.append(exc)
+        return results
 
     # ---------------------------------------------------------------------------- transfers
 
@@ -499,3 +505,53 @@ class RpcTransport:
             return await self._reauthenticating(method, send, rewind)
         except ServerError as exc:
             raise too_large_hint(exc, size) from exc.__cause__
+
+    async def upload_batch(
+        self, calls: Sequence[tuple[str, dict[str, Any], BinaryIO, int]]
+    ) -> list[Any | Exception]:
+        """Many create* calls in one request, each blob streamed from its source; per-call
+        results or exception instances, as :meth:`batch`.
+
+        The body is the JSON array of the calls, each encoded as :meth:`upload` does, with a
+        Content-Length computed in advance. Never retried: if the answer is lost, any of the
+        files may exist (TransportError with request_sent=True, for the whole batch).
+        """
+        if not calls:
+            return []
+        label = f"batch[{len(calls)}x{calls[0][0]}]"
+        starts = [src.tell() for _, _, src, _ in calls]
+
+        async def send() -> list[Any | Exception]:
+            ids = [next(self._ids) for _ in calls]
+            parts = []
+            for (method, params, source, size), rid in zip(calls, ids, strict=True):
+                self._calls[method] += 1
+                parts.append(upload_body(method, params, rid, source, size))
+            length = 2 + sum(n for n, _ in parts) + len(parts) - 1
+
+            async def body() -> AsyncIterator[bytes]:
+                yield b"["
+                for i, (_, chunks) in enumerate(parts):
+                    if i:
+                        yield b","
+                    async for piece in chunks:
+                        yield piece
+                yield b"]"
+
+            headers = {**JSON_HEADERS, "Content-Length": str(length)}
+
+            async def attempt() -> bytes:
+                return await self._exchange(label, body(), headers=headers, request_id=ids[0])
+
+            data = await self._retry.run(label, False, attempt, budget=self.budget(length))
+            return self._batch_results(label, [m for m, _, _, _ in calls], ids, data)
+
+        def rewind() -> bool:
+            for (_, _, source, _), start in zip(calls, starts, strict=True):
+                source.seek(start)
+            return True
+
+        try:
+            return await self._reauthenticating(label, send, rewind)
+        except ServerError as exc:
+            raise too_large_hint(exc, sum(size for _, _, _, size in calls)) from exc.__cause__

@@ -182,4 +182,9 @@ class StatusPublisher:
             return self.snapshot()
         if request.get("op") == "clear":
             return await clear_directory(self.vfs, str(request.get("path", "")))
+        if request.get("op") == "sync":
+            timeout = request.get("timeout")
+            seconds = float(timeout) if isinstance(timeout, int | float) and timeout > 0 else 300.0
+            left = await self.vfs.sync_all(seconds)
+            return {"not_uploaded": [{"path": p, "why": why} for p, why in left]}
         return {"error": f"unknown request {request.get('op')!r}"}

@@ -52,9 +52,7 @@ def droppable(ns: Namespace, state: ContainerDir, held: set[int]) -> bool:
     module docstring). ``held``: inodes the caller still holds (open directory handles)."""
     if state.local or state.hidden or state.doomed or state.lost:
         return False
-    # Nodes holding an upload whose read-back failed (tree.py has no room for an accessor;
-    # this module is part of the namespace that owns the table).
-    provisional = set(ns._provisional.values())
+    provisional = ns.provisional.inodes()  # uploads known by id only, until listed
     for ino in state.entries.values():
         node = ns.inodes.get(ino)
         if node is None:

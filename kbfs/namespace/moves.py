@@ -124,6 +124,7 @@ def complete_move(
     ns.inodes.rekey(stage, ("staged", stage.ino))
     node.record = record
     ns.inodes.rekey(node, file_key(record))
+    ns.provisional.note(node, record)  # the listing that confirms it must find this node
     node.parent, node.project_id, node.task_id = (
         dst_dir.ino,
         dst_dir.project_id,

@@ -110,6 +110,11 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif")
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
 
 
+def is_image_name(name: str) -> bool:
+    """What Kanboard stores as ``is_image`` for a new file of this name (kanboard-api §3)."""
+    return "." in name and name.rpartition(".")[2].lower() in IMAGE_EXTENSIONS
+
+
 def image_problem(name: str, head: bytes) -> str | None:
     """Why Kanboard would refuse this content under this name, or None.
 
@@ -117,9 +122,9 @@ def image_problem(name: str, head: bytes) -> str | None:
     not an image makes it answer HTTP 500 (kanboard-api §8). Checking the magic bytes first turns
     that into a clear, early error instead of a failed upload.
     """
-    ext = name.rpartition(".")[2].lower() if "." in name else ""
-    if ext not in IMAGE_EXTENSIONS or head.startswith(_IMAGE_MAGIC):
+    if not is_image_name(name) or head.startswith(_IMAGE_MAGIC):
         return None
+    ext = name.rpartition(".")[2].lower()
     return f"Kanboard accepts a .{ext} file only if it is a PNG, JPEG or GIF image"
 
 

@@ -19,8 +19,9 @@ Invariants, checked after every step by ``tests/unit/test_namespace_machine.py``
 4. Inode numbers are never reused, even after ``reclaim`` freed a node.
 5. Unsaved bytes stay reachable: a node whose content the server does not have, and that the
    user did not remove, is linked (or held by an open handle until its upload).
-6. A provisional record (an upload whose read-back failed) maps to the node holding the
-   content: the listing that brings its real record updates that node, never a twin.
+6. A provisional record (an upload known by id only, kbfs.namespace.provisional) maps to the
+   node holding the content: the listing that brings its real record updates that node,
+   never a twin.
 
 Pure and synchronous: no I/O, no trio. Removing files on the server, uploading and fetching
 listings are the callers' business; this module records their outcome.
@@ -32,7 +33,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
-from kbfs.client.models import Container, FileRecord, Kind
+from kbfs.client.models import Container, FileRecord
 from kbfs.errors import NoEntry
 from kbfs.namespace.names import PROBE_NAMES, assign_names, matches
 from kbfs.namespace.nodes import (
@@ -42,10 +43,11 @@ from kbfs.namespace.nodes import (
     NodeType,
     doom_key,
     file_key,
+    id_key,
     is_doomed,
-    is_provisional,
     same_file,
 )
+from kbfs.namespace.provisional import ProvisionalUploads
 from kbfs.namespace.views import ContainerDir, LostEntry
 
 if TYPE_CHECKING:
@@ -72,8 +74,7 @@ class Namespace:
         self.local_names = local_names
         self.reclaimed = 0  # file nodes freed so far
         self._dirs: dict[Container, ContainerDir] = {}
-        # Uploads whose read-back failed: (kind, id) -> the node holding the content.
-        self._provisional: dict[tuple[Kind, int], int] = {}
+        self.provisional = ProvisionalUploads(self.inodes)  # uploads known by id only
         self.projects_node = self.inodes.ensure(
             ("projects",), NodeType.PROJECTS, name="projects", parent=ROOT_INO
         )
@@ -291,6 +292,8 @@ class Namespace:
         or a duplicate ``name (#id)``)."""
         if not state.lost or doom_key(record) in state.ours or file_key(record) in state.ours:
             return False
+        if id_key(record) in state.ours:
+            return False  # an upload of ours that was known by id only (provisional)
         holder = self.inodes.by_key(file_key(record))
         if holder is not None and holder.pending is not None:
             return False  # the version a pending save replaces: shown until then
@@ -306,25 +309,7 @@ class Namespace:
             # Removed or replaced here, yet listed (a removal still queued, a late listing):
             # it gets a fresh inode; the discarded one keeps only what its open handles hold.
             self.inodes.rekey(removed, ("removed", removed.ino))
-        provisional = None
-        if self._provisional and not is_provisional(record):
-            # The real record of an upload whose read-back failed (the provisional record
-            # itself, noted by our own upload, must not use up the mapping).
-            provisional = self._provisional.pop((record.kind, record.id), None)
-        if provisional is not None:
-            node = self.inodes.get(provisional)
-            twin = self.inodes.by_key(key)
-            if twin is not None and twin is not node and twin.pending is None:
-                # A listing showed this upload before its read-back failed, and made it a node
-                # of its own: the node that holds the content (and maybe newer unsaved bytes)
-                # is the file. Otherwise that node would lose its record and upload again as
-                # a new file: a duplicate.
-                self.inodes.rekey(twin, ("superseded", twin.ino))
-                twin.linked = False
-                twin = None
-            if node is not None and twin is None:
-                self.inodes.rekey(node, key)
-                node.record = record
+        self.provisional.resolve(record)  # an upload of ours known by id only until now
         node = self.inodes.ensure(
             key,
             NodeType.FILE,
@@ -421,9 +406,7 @@ class Namespace:
         """Make ``node`` stand for the freshly uploaded ``record`` in its directory."""
         container = node.container
         state = self.directory(container)
-        if is_provisional(record):
-            # The next listing brings its real record; it must map to this node.
-            self._provisional[(record.kind, record.id)] = node.ino
+        self.provisional.note(node, record)  # the next listing brings its real record
         twin = self.inodes.by_key(file_key(record))
         if twin is not None and twin is not node:
             # A listing showed this very upload before we knew it was ours (a lost answer):
@@ -573,7 +556,7 @@ class Namespace:
         adds what the caller still holds (replies of a readdir still to come). The caller
         makes sure no upload or rename holds nodes across an await meanwhile.
         """
-        reachable = reachable | set(self._provisional.values())
+        reachable = reachable | self.provisional.inodes()
         for state in self._dirs.values():
             reachable.update(state.entries.values())
             reachable.update(state.local.values())

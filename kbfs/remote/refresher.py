@@ -18,14 +18,14 @@ from typing import NoReturn, TypeVar
 import trio
 
 from kbfs.client.errors import KanboardError, ServerError, TransportError
-from kbfs.client.models import Container, Project, Task
+from kbfs.client.models import Container, FileRecord, Project, Task
 from kbfs.client.protocol import KanboardAPI
 from kbfs.client.wire import CALLER_MARGIN
 from kbfs.errors import FsError, NoEntry, RequestTimedOut
 from kbfs.namespace import eviction
 from kbfs.namespace.eviction import Limits
 from kbfs.namespace.nodes import Node, NodeType
-from kbfs.namespace.tree import Namespace
+from kbfs.namespace.tree import ListingTicket, Namespace
 from kbfs.remote.listing import Listing, ProjectList, TaskList
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,12 @@ class Refresher:
         namespace: Namespace,
         policy: RefreshPolicy,
         clock: Callable[[], float],
+        confirmed: Callable[[FileRecord, FileRecord], None] | None = None,
     ) -> None:
         self.client = client
+        # Told of each upload known by id only that a listing has confirmed (provisional
+        # record, real record): the content cache moves the uploaded bytes to the real key.
+        self._confirmed = confirmed
         self.ns = namespace
         self.policy = policy
         self.clock = clock
@@ -230,7 +234,7 @@ class Refresher:
                 raise
             self.listings += 1
             self._check_size(dir_node, len(records))
-            self.ns.apply_listing(container, records, ticket)
+            self._apply(container, records, ticket)
             listing.fetched_at = self.clock()
             listing.failing = False
         return listing
@@ -264,9 +268,27 @@ class Refresher:
             listing = self.listing(dir_node.container)
             if self._fresh(listing) or listing.lock.locked():
                 continue
-            self.ns.apply_listing(dir_node.container, result, tickets[dir_node.ino])
+            self._apply(dir_node.container, result, tickets[dir_node.ino])
             listing.fetched_at = now
         self.listings += 1
+
+    def take(self, container: Container, records: list[FileRecord], ticket: ListingTicket) -> None:
+        """A listing fetched by someone else (the collision check): applied like our own,
+        and the directory counts as fresh unless a fetch of it is under way."""
+        if len(records) > self.policy.max_listing:
+            return
+        self._apply(container, records, ticket)
+        listing = self.listing(container)
+        if not listing.lock.locked():
+            listing.fetched_at = self.clock()
+
+    def _apply(
+        self, container: Container, records: list[FileRecord], ticket: ListingTicket
+    ) -> None:
+        self.ns.apply_listing(container, records, ticket)
+        for provisional, real in self.ns.provisional.take_confirmed():
+            if self._confirmed is not None:
+                self._confirmed(provisional, real)
 
     # ------------------------------------------------------------------ memory
 

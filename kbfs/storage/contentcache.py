@@ -402,6 +402,19 @@ class ContentCache:
             return
         self.evict()
 
+    def rekey(self, old: FileRecord, new: FileRecord) -> None:
+        """An upload known by id only (``old``, kbfs.namespace.provisional) was listed with
+        its full record ``new``: its bytes, adopted under the old key, move to the new one
+        (saves downloading what this mount uploaded)."""
+        if old.size != new.size:
+            return
+        try:
+            os.replace(self.path_for(old), self.path_for(new))
+        except FileNotFoundError:
+            pass  # not adopted (a writer still had it open), or evicted since
+        except OSError as exc:
+            log.warning("could not keep uploaded content in the cache: %s", exc)
+
     def forget(self, record: FileRecord) -> None:
         """Drop the cached content of ``record``: the server no longer holds these bytes for
         it (another upload overwrote them in the same second, kanboard-api §7). A reader that

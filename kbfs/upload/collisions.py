@@ -16,7 +16,9 @@ The result, after concurrent saves from two mounts: every save whose ``close()``
 on the server with its bytes; the one that lost the race shows as a ``name (#id)`` duplicate.
 
 The check runs in the background loop (``Recovery.retry_once``), after ``close()`` returned:
-saves are not slowed. Until it has passed, the held copy keeps the bytes, across a crash too.
+saves are not slowed. Its listing is applied like any other, so it is also what confirms, a
+few seconds after ``close()``, the uploads known by id only (kbfs.namespace.provisional).
+Until the check has passed, the held copy keeps the bytes, across a crash too.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import trio
 from kbfs.client.errors import KanboardError, NotFound
 from kbfs.client.models import Container, FileRecord
 from kbfs.errors import FsError
-from kbfs.namespace.nodes import Node, file_key
+from kbfs.namespace.nodes import Node, file_key, is_provisional, same_file
 from kbfs.storage.held import Held
 from kbfs.storage.spool import digest
 from kbfs.upload.uploader import Uploader
@@ -57,7 +59,7 @@ class Collisions:
         """Held uploads whose second the server's clock has passed, with a second to spare
         (a request that took its path in that second may still be writing its row)."""
         clock = self.client.server_clock
-        return [h for h in self.held.entries() if clock.passed(h.record.date + 1)]
+        return [h for h in self.held.entries() if clock.passed(h.record.date + _margin(h))]
 
     async def check_due(self) -> None:
         """Check every due upload: one listing per directory for all of them (a ``cp -r`` of
@@ -68,6 +70,7 @@ class Collisions:
         for held in self.due():
             by_container.setdefault(held.container, []).append(held)
         for container, entries in by_container.items():
+            ticket = self.ns.listing_asked(container)
             try:
                 listing = await self.client.list_files(container)
             except NotFound:
@@ -75,6 +78,10 @@ class Collisions:
             except KanboardError as exc:
                 log.info("the collision checks in %s are postponed: %s", container, exc)
                 continue
+            else:
+                # A listing like any other: it also brings the full records of the uploads
+                # known by id only (kbfs.namespace.provisional), seconds after close().
+                self.uploader.refresher.take(container, listing, ticket)
             by_id = {r.id: r for r in listing}
             paths = Counter(r.path for r in listing if r.path)
             for held in entries:
@@ -192,9 +199,16 @@ class Collisions:
 
 
 def _is(row: FileRecord, record: FileRecord) -> bool:
-    """Whether a listed row is the uploaded ``record`` (ids are reused: the path must match,
-    unless the upload's read-back failed and its path is unknown)."""
-    return row.id == record.id and row.name == record.name and row.path == (record.path or row.path)
+    """Whether a listed row is the uploaded ``record`` (ids are reused: the path must match;
+    an upload known by id only must match in name, size and time)."""
+    return same_file(row, record)
+
+
+def _margin(held: Held) -> int:
+    """Seconds past a held upload's date before its check: one, and one more for a record
+    known by id only, whose date is the server clock's bound when the answer came (kbfs's
+    view of the server's clock lags it by up to a second)."""
+    return 2 if is_provisional(held.record) else 1
 
 
 def _shares(row: FileRecord, ours: FileRecord) -> bool:

@@ -48,6 +48,9 @@ class Recovery:
         self.clock = clock
         self.interval = interval
         self.collisions = Collisions(uploader)
+        # Files another component is uploading right now or has queued (write-back): the
+        # retry pass leaves them to it.
+        self.deferred: Callable[[Node], bool] = lambda node: False
 
     def start(self) -> None:
         """Take over what an earlier mount left: its cleanup journal, then its unsaved
@@ -157,8 +160,8 @@ class Recovery:
             pending = node.pending
             if pending is None or node.discarded:
                 continue
-            if node.writers:
-                continue  # its writer's close() uploads it
+            if node.writers or self.deferred(node):
+                continue  # its writer's close() uploads it, or the write-back queue does
             if pending.refused is not None or self.ns.is_scratch(node):
                 continue  # local-only until the user renames or removes it
             if pending.incomplete is not None:

@@ -11,9 +11,11 @@ file, which Kanboard 1.2.27 and older delete with either row (kanboard-api §12)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import trio
 
@@ -49,11 +51,27 @@ from kbfs.storage.spool import PendingFile, Spool, digest
 from kbfs.upload.guard import ReleaseGuard
 from kbfs.upload.journal import CleanupQueue
 from kbfs.upload.lost import LostCreates
+from kbfs.upload.newrecords import NewRecords
 
 log = logging.getLogger(__name__)
 
 # Answered by the server: nothing was created, so there is no lost attempt to remember.
 _ANSWERED = (AuthenticationError, PermissionDenied, Rejected, RpcError, SourceError)
+
+
+@dataclass(slots=True)
+class Sending:
+    """One upload between ``Uploader.prepare`` and ``Uploader.finish``, under its locks."""
+
+    node: Node
+    pending: PendingFile
+    container: Container
+    name: str  # the name on the server
+    size: int
+    version: int  # the content's version when it was prepared
+    sha256: str
+    created: FileRecord | None  # the new file's record, once known
+    attempt: tuple[float, int, None] | None = None  # the create under way, as written down
 
 
 class Uploader:
@@ -85,6 +103,7 @@ class Uploader:
         self.removals = 0
         self._name_locks: dict[tuple[Container, str], trio.Lock] = {}
         self.guard = ReleaseGuard(client, namespace)
+        self.new_records = NewRecords(client, self.guard)
         # Each confirmed upload's bytes, until kbfs.upload.collisions has checked that no
         # other client's upload overwrote them on the server.
         self.held = HeldCopies(spool.root / "held")
@@ -167,38 +186,60 @@ class Uploader:
     async def upload(self, node: Node) -> None:
         """Send a dirty file's content with create*File; then drop the version it replaces.
 
-        Order matters: the new file is created and confirmed (get*File) before the old one is
-        removed, so a failure at any point leaves at least one complete copy on the server.
-        On failure the bytes stay in the spool (fsync'ed, with what they are for) and
-        UploadFailed (errno from the cause) propagates to close().
+        Order matters: the new file is created (and where the release needs it, read back)
+        before the old one is removed, so a failure at any point leaves at least one complete
+        copy on the server. On failure the bytes stay in the spool (fsync'ed, with what they
+        are for) and UploadFailed (errno from the cause) propagates to close().
         """
         pending = node.pending
         if pending is None:
             return
         container = node.container
         server_name = self.ns.server_name(node)
+        with self.in_flight():
+            try:
+                async with self.name_lock(container, server_name), pending.lock:
+                    sending = await self.prepare(node, pending, container, server_name)
+                    if sending is None:
+                        return
+                    if sending.created is None:
+                        await self.guard.before_create(node, container, server_name)
+                        await self._send_one(sending)
+                    replaced = self.finish(sending)
+                await self.after(node, replaced)
+            except Exception as exc:
+                self.failed(node, pending, container, server_name, exc)
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Counts an upload under way (``wait_idle``, ``busy``) while the block runs."""
         if self._in_flight == 0:
             self._idle = trio.Event()
         self._in_flight += 1
         try:
-            async with self.name_lock(container, server_name), pending.lock:
-                sent = await self._send_locked(node, pending, container, server_name)
-            if sent is None:
-                return
-            await self._remove_superseded(node, sent)
-            if node.open_handles == 0:
-                self.settle(node)  # a background upload: nobody will close this file
-        except Exception as exc:
-            self._failed(node, pending, container, server_name, exc)
+            yield
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
 
-    async def _send_locked(
+    async def after(self, node: Node, replaced: list[Placed]) -> None:
+        """Once the locks are let go: the versions the upload superseded are removed, and
+        content nobody has open any more is settled."""
+        await self._remove_superseded(node, replaced)
+        if node.open_handles == 0:
+            self.settle(node)  # a background upload: nobody will close this file
+
+    async def prepare(
         self, node: Node, pending: PendingFile, container: Container, server_name: str
-    ) -> list[Placed] | None:
-        """The upload under its locks; what it superseded, or None if nothing was sent."""
+    ) -> Sending | None:
+        """Under the upload's locks: what is to be sent, or None if nothing is.
+
+        Content that needs no upload (saved meanwhile, removed, empty, a scratch file, cut
+        off at max_file_size) is kept as it is; content that must never be sent (a write into
+        it failed) or that Kanboard cannot hold raises. A create of this name whose answer
+        was lost is looked for first: if it made this very content, ``record`` is that file.
+        """
         if not pending.dirty or node.discarded:
             return None  # saved meanwhile, or removed by the user: nothing to send
         if pending.incomplete is not None:
@@ -217,7 +258,7 @@ class Uploader:
             self.spool.describe(pending, container, server_name, node.record, node.stale)
             self.spool.sync(pending)
             return None
-        _check_storable(pending, server_name, size)
+        check_storable(pending, server_name, size)
         version = pending.version
         # What the collision check compares the server's bytes with (kbfs.upload.collisions);
         # the pending lock is held: no write changes the bytes until the upload is done.
@@ -225,25 +266,75 @@ class Uploader:
         record = await self.lost_creates.resolve(node, container, server_name, size)
         if record is None and pending.from_earlier_mount:
             await self._check_conflict(node, container, server_name)
-        if record is None:
-            record = await self._create(node, pending, container, server_name, size)
-        pending.uploaded_version = version
+        return Sending(node, pending, container, server_name, size, version, sha256, record)
+
+    def begin_create(self, sending: Sending) -> None:
+        """Written down before the create is sent (a crash mid-request leaves a trace): when,
+        by the server's clock. A lost answer's file is looked for among records dated from
+        then on, and the server's clock may differ from this machine's."""
+        sending.attempt = (self.client.server_clock.now() or time.time(), sending.size, None)
+        pending = sending.pending
+        pending.attempts.append(sending.attempt)
+        node = sending.node
+        self.spool.describe(pending, sending.container, sending.name, node.record, node.stale)
+
+    async def _send_one(self, sending: Sending) -> None:
+        """create*File of one file; ``sending.created`` is the new file's record after it."""
+        self.begin_create(sending)
+        try:
+            with open(sending.pending.path, "rb") as source:
+                new_id = await self.client.create_file(
+                    sending.container, sending.name, source, sending.size
+                )
+        except Exception as exc:
+            await self.create_failed(sending, exc)
+            raise
+        await self.created(sending, new_id)
+
+    async def create_failed(self, sending: Sending, exc: BaseException) -> None:
+        """A create that failed: answered (nothing was created, nothing to remember), or
+        maybe made on the server (a lost answer, a 500, a garbled answer): then what was sent
+        is remembered, and looked for before anything is sent again."""
+        assert sending.attempt is not None
+        sending.pending.attempts.remove(sending.attempt)
+        if isinstance(exc, _ANSWERED):
+            return
+        if isinstance(exc, TransportError) and not exc.request_sent:
+            return
+        pending, container, name = sending.pending, sending.container, sending.name
+        await self.lost_creates.note(pending, container, name, sending.attempt)
+
+    async def created(self, sending: Sending, new_id: int) -> None:
+        """The server answered with the new file's id: its record (read back where the
+        release needs it, else known by id only until a listing shows it)."""
+        assert sending.attempt is not None
+        sending.pending.attempts.remove(sending.attempt)
+        container, name, size = sending.container, sending.name, sending.size
+        sending.created = await self.new_records.record(container, new_id, name, size)
+
+    def finish(self, sending: Sending) -> list[Placed]:
+        """Under the locks still: the node stands for the new file; the versions it
+        supersedes are handed over (journalled) for removal."""
+        node, pending, container = sending.node, sending.pending, sending.container
+        record = sending.created
+        assert record is not None
+        pending.uploaded_version = sending.version
         pending.last_error = None
         pending.failures = 0
         old = node.record
         self.ns.attach_upload(node, record, old)
-        self.held.hold(pending.path, sha256, container, record)
+        self.held.hold(pending.path, sending.sha256, container, record)
         self.uploads += 1
         log.info(
             "uploaded %s (%d bytes, inode %d) as file %d",
             self.ns.path_of(node),
-            size,
+            sending.size,
             node.ino,
             record.id,
         )
         replaced = [(container, old)] if old is not None else []
         replaced += self.ns.take_stale(node)
-        replaced += self.ns.unhide(container, server_name)
+        replaced += self.ns.unhide(container, sending.name)
         replaced = [(c, r) for c, r in replaced if not (c == container and r.id == record.id)]
         if replaced:
             # Written down before the spool entry goes: a crash before the removals must not
@@ -252,36 +343,6 @@ class Uploader:
         if not pending.dirty:
             self.spool.release_data(pending)  # the description is no longer needed
         return replaced
-
-    async def _create(
-        self, node: Node, pending: PendingFile, container: Container, name: str, size: int
-    ) -> FileRecord:
-        """create*File, written down before sending (a crash mid-request leaves a trace);
-        a create whose answer may have been lost is remembered as such."""
-        await self.guard.before_create(node, container, name)
-        # When it was sent, by the server's clock: a lost answer's file is looked for among
-        # records dated from then on, and the server's clock may differ from this machine's.
-        attempt = (self.client.server_clock.now() or time.time(), size, None)
-        pending.attempts.append(attempt)
-        self.spool.describe(pending, container, name, node.record, node.stale)
-        try:
-            with open(pending.path, "rb") as source:
-                new_id = await self.client.create_file(container, name, source, size)
-        except _ANSWERED:
-            pending.attempts.remove(attempt)  # answered: nothing was created
-            raise
-        except TransportError as exc:
-            pending.attempts.remove(attempt)
-            if exc.request_sent:
-                await self.lost_creates.note(pending, container, name, attempt)
-            raise
-        except Exception:
-            # A 500, a garbled answer: the file may exist. Remember what was sent.
-            pending.attempts.remove(attempt)
-            await self.lost_creates.note(pending, container, name, attempt)
-            raise
-        pending.attempts.remove(attempt)
-        return await self._confirm(container, new_id, name, size)
 
     async def _remove_superseded(self, node: Node, replaced: list[Placed]) -> None:
         """Each superseded version is looked at (get*File) before it is removed, even one the
@@ -296,7 +357,7 @@ class Uploader:
         if replaced:
             self.queue.save()
 
-    def _failed(
+    def failed(
         self,
         node: Node,
         pending: PendingFile,
@@ -353,37 +414,6 @@ class Uploader:
             )
         pending.from_earlier_mount = False
 
-    async def _confirm(
-        self, container: Container, file_id: int, name: str, size: int
-    ) -> FileRecord:
-        """The new file's server record: one get*File call, never a re-listing."""
-        try:
-            record = await self.client.get_file(container, file_id)
-        except KanboardError as exc:
-            log.warning("file %d was uploaded but could not be read back: %s", file_id, exc)
-            record = FileRecord(
-                kind=container.kind,
-                id=file_id,
-                name=name,
-                size=size,
-                date=int(self.client.server_clock.now() or time.time()),
-                is_image=False,
-                path="",
-                etag=None,
-                project_id=container.project_id if container.task_id is None else None,
-                task_id=container.task_id,
-                user_id=0,
-            )
-        self.guard.note_created(container, record)
-        if record.size != size:
-            log.warning(
-                "file %d: server reports %d bytes, %d were sent (same-second name collision?)",
-                file_id,
-                record.size,
-                size,
-            )
-        return record
-
     # ------------------------------------------------------------------ removing
 
     async def remove_remote(
@@ -432,7 +462,7 @@ class Uploader:
             current = await self.client.get_file(container, record.id)
         except NotFound:
             return  # gone: the unlink's goal is met
-        if record.path and current.version_key != record.version_key:
+        if not same_file(current, record):
             return  # the id now belongs to another file; ours is gone
         if isinstance(failure, NotFound):
             log.error(
@@ -505,7 +535,7 @@ class Uploader:
         return True
 
 
-def _check_storable(pending: PendingFile, server_name: str, size: int) -> None:
+def check_storable(pending: PendingFile, server_name: str, size: int) -> None:
     """Refuse, before sending, content Kanboard cannot hold under this name."""
     if size == 1 and pending.path.read_bytes() == b"0":
         raise ContentUnstorable("Kanboard cannot store a file whose whole content is '0'")

@@ -53,6 +53,7 @@ async def build_vfs(
     )
     await nursery.start(content.run)
     await nursery.start(vfs.run)
+    await nursery.start(vfs.writeback.run)
     return vfs
 
 

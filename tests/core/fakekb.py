@@ -68,7 +68,7 @@ IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "gif"})
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
 MALFORMED_UTF8 = "Malformed UTF-8 characters, possibly incorrectly encoded"
 # Calls that change the server: only their answers can be "lost" after taking effect.
-MUTATIONS = frozenset({"create_file", "remove_file", "remove_all_files"})
+MUTATIONS = frozenset({"create_file", "create_files", "remove_file", "remove_all_files"})
 
 
 class DateClock:
@@ -379,6 +379,28 @@ class FakeKanboard:
                 raise Rejected("the server refused the file", method="create_file")
             call.outcome = "ok"
             return new_id
+
+    async def create_files(
+        self, uploads: Sequence[tuple[Container, str, BinaryIO, int]]
+    ) -> list[int | KanboardError]:
+        """One batch request (counted as ``create_files``): each member as create_file
+        answers it. A fault injected for ``create_files`` fails the whole request; an
+        "applied" one (answer lost) after every member was created."""
+        blobs = [source.read(size) for _, _, source, size in uploads]
+        names = tuple(name for _, name, _, _ in uploads)
+        out: list[int | KanboardError] = []
+        async with self._call("create_files", names) as call:
+            for (container, filename, _, size), data in zip(uploads, blobs, strict=True):
+                if len(data) != size:
+                    out.append(SourceError(f"the source ended after {len(data)} of {size} bytes"))
+                    continue
+                new_id = self._upload(container, filename, data, self.user_id)
+                if new_id is None:
+                    out.append(Rejected("the server refused the file", method="create_file"))
+                else:
+                    out.append(new_id)
+            call.outcome = "ok"
+        return out
 
     async def remove_file(self, container: Container, file_id: int) -> None:
         async with self._call("remove_file", container, file_id) as call:

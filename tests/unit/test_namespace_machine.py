@@ -96,7 +96,7 @@ class NamespaceMachine(RuleBasedStateMachine):
         return self.ns.dir_node(container)
 
     def upload(self, node: Node, *, removal_now: bool = True) -> FileRecord:
-        """What Uploader._send_locked and the removals after it do to the namespace: the
+        """What Uploader.prepare, finish and the removals after them do to the namespace: the
         superseded versions are hidden at once (CleanupQueue.begin), then removed now, or
         later (a removal still under way, or failed and queued: ``retry_removals``)."""
         container = node.container

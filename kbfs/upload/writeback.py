@@ -1,0 +1,312 @@
+"""Write-back mode (``-o writeback``): close() returns once the bytes are safe in the spool.
+
+For bulk imports and slow links. ``close()`` checks what it can check locally (a write that
+failed, content Kanboard cannot hold, a file cut off at ``max_file_size``), writes the spool
+entry down and fsyncs it, and hands the file to this queue; the uploads run in the background.
+Small files go several per JSON-RPC batch (``create*File`` calls in one request: one round
+trip for up to BATCH_FILES files), larger ones one per request, a few at once. Uploads of one
+name never overlap (the uploader's name locks), and a file whose name is locked right now
+waits for the next round.
+
+Nothing is lost or hidden on the way: the spool entry is what a crash leaves (the next mount
+uploads it, as in the default mode); a failed upload is retried by the background pass with
+backoff, shown by ``kbfs status`` and logged, as any failed upload; ``fsync()`` on a file
+uploads it at once and fails if it cannot; ``kbfs sync`` (``sync_all``) waits until every
+file is on the server and names those that are not.
+
+A batch's size is bounded for the server's sake: PHP holds the request body, its decoded copy
+and each blob in memory at once (kanboard-api §9), so a batch carries at most BATCH_BYTES of
+content, small enough for a server with a 128 MB ``memory_limit``. A batch that fails as a
+whole (a 500 after PHP ran out of memory, a lost answer) is resolved like any create whose
+answer was lost: one listing per name shows which files exist, and none is sent twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+import trio
+
+from kbfs.errors import FsError, IncompleteContent, UploadFailed
+from kbfs.namespace.nodes import Node
+from kbfs.namespace.tree import Placed
+from kbfs.upload.uploader import Sending, Uploader, check_storable
+
+log = logging.getLogger(__name__)
+
+#: Most files in one batch request, and most content bytes (see the module docstring).
+BATCH_FILES = 20
+BATCH_BYTES = 4 << 20
+#: A file larger than this goes in a request of its own.
+SMALL_FILE = 1 << 20
+#: Requests under way at once (batches and single uploads).
+PARALLEL = 4
+
+
+class WriteBack:
+    """The queue of files whose close() handed them over, and the task that uploads them.
+
+    State it owns: that queue (in the order of the closes), the files being uploaded, the
+    wake-up event, and counters.
+    """
+
+    def __init__(self, uploader: Uploader, clock: Callable[[], float]) -> None:
+        self.uploader = uploader
+        self.ns = uploader.ns
+        self.clock = clock
+        self._queue: dict[int, Node] = {}
+        self._sending: set[int] = set()
+        self._wake = trio.Event()
+        self._settled = trio.Event()
+        self._settled.set()
+        self.batches = 0  # batch requests sent
+        self.batched = 0  # files sent in them
+
+    # ------------------------------------------------------------------ the queue
+
+    def submit(self, node: Node) -> None:
+        """``node``'s content is in the spool, fsync'ed: upload it in the background."""
+        self._queue.pop(node.ino, None)
+        self._queue[node.ino] = node
+        self._settled = trio.Event() if self._settled.is_set() else self._settled
+        self._wake.set()
+
+    async def hand_over(self, node: Node) -> None:
+        """close() in write-back mode: check what can be checked here, make the bytes and
+        their description durable in the spool, and queue the upload. Fails (UploadFailed,
+        the cause's errno) as an upload would for content that must never be sent or that
+        Kanboard cannot hold, and for a spool that cannot be written (ENOSPC)."""
+        pending = node.pending
+        if pending is None:
+            return
+        up = self.uploader
+        container, name = node.container, self.ns.server_name(node)
+        async with pending.lock:
+            if not pending.dirty or node.discarded:
+                return
+            sent = not (self.ns.is_scratch(node) or pending.too_large)
+            try:
+                if pending.incomplete is not None:
+                    raise IncompleteContent(pending.incomplete, pending.incomplete_errno)
+                size = pending.size()
+                if sent and size > 0:
+                    check_storable(pending, name, size)
+                up.spool.describe(pending, container, name, node.record, node.stale)
+                up.spool.sync(pending)
+            except Exception as exc:
+                up.failed(node, pending, container, name, exc)
+        if sent and size > 0:
+            self.submit(node)
+
+    async def sync_all(self, timeout: float) -> list[tuple[str, str]]:
+        """``kbfs sync``: upload everything not on the server yet, now (failed uploads too,
+        whatever their backoff says), within ``timeout``; what is still not there, with why.
+
+        Content that is local-only by design (scratch names, empty files) is not named; content
+        Kanboard refused, or whose write failed, is.
+        """
+        with trio.move_on_after(timeout):
+            await self.settled(timeout)
+            for node in self.ns.pending_files():
+                pending = node.pending
+                if pending is None or node.discarded or node.writers or not self._uploadable(node):
+                    continue
+                with contextlib.suppress(FsError):  # logged; named in the answer below
+                    await self.uploader.upload(node)
+        left = []
+        for node in self.ns.pending_files():
+            pending = node.pending
+            if pending is None or node.discarded or self.ns.is_scratch(node):
+                continue
+            if pending.size_or_zero() == 0 and pending.incomplete is None:
+                continue
+            why = pending.incomplete or pending.refused or pending.last_error
+            if why is None:
+                why = "still open for writing" if node.writers else "not uploaded yet"
+            left.append((self.ns.path_of(node), why))
+        return left
+
+    def _uploadable(self, node: Node) -> bool:
+        pending = node.pending
+        return (
+            pending is not None
+            and pending.incomplete is None
+            and pending.refused is None
+            and not pending.too_large
+            and not self.ns.is_scratch(node)
+            and pending.size_or_zero() > 0
+        )
+
+    def holds(self, node: Node) -> bool:
+        """Whether ``node`` waits in the queue or is being sent (the retry pass leaves it)."""
+        return node.ino in self._queue or node.ino in self._sending
+
+    def queued(self) -> int:
+        return len(self._queue) + len(self._sending)
+
+    async def settled(self, timeout: float) -> bool:
+        """Wait until the queue is empty and nothing of it is being sent (True), or until
+        ``timeout`` (False)."""
+        with trio.move_on_after(timeout):
+            await self._settled.wait()
+            return True
+        return False
+
+    # ------------------------------------------------------------------ the task
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Upload what is queued, round after round, until cancelled (unmount)."""
+        limiter = trio.CapacityLimiter(PARALLEL)
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while self._queue:
+                try:
+                    await self._round(limiter)
+                except Exception:  # never let it end the mount; the retry pass takes over
+                    log.exception("write-back round failed unexpectedly")
+                # A moment for more closes to queue up (and for a name locked by a move or
+                # an fsync to come free): fewer, fuller batches.
+                await trio.sleep(0.02)
+            if not self._sending:
+                self._settled.set()
+
+    async def _round(self, limiter: trio.CapacityLimiter) -> None:
+        """Send everything queued now: small files in batches, the rest one by one."""
+        batches: list[list[Node]] = [[]]
+        singles: list[Node] = []
+        size = 0
+        names: set[tuple[object, str]] = set()
+        later: list[Node] = []
+        for node in list(self._queue.values()):
+            del self._queue[node.ino]
+            pending = node.pending
+            if pending is None or node.discarded or not pending.dirty:
+                continue  # uploaded meanwhile (fsync), removed, or nothing to send
+            if node.writers:
+                continue  # its last writer's close() hands it over again
+            key = (node.container, self.ns.server_name(node))
+            if key in names:
+                later.append(node)  # one upload per name at a time, in order
+                continue
+            names.add(key)
+            self._sending.add(node.ino)
+            n = pending.size_or_zero()
+            if n > SMALL_FILE:
+                singles.append(node)
+                continue
+            batch = batches[-1]
+            if len(batch) >= BATCH_FILES or (batch and size + n > BATCH_BYTES):
+                batch = []
+                batches.append(batch)
+                size = 0
+            batch.append(node)
+            size += n
+        try:
+            async with trio.open_nursery() as nursery:
+                for batch in batches:
+                    if len(batch) == 1:
+                        singles.append(batch[0])
+                    elif batch:
+                        nursery.start_soon(self._limited, limiter, self._batch, batch)
+                for node in singles:
+                    nursery.start_soon(self._limited, limiter, self._single, node)
+        finally:
+            self._sending.clear()
+            for node in later:
+                self._queue[node.ino] = node
+
+    @staticmethod
+    async def _limited(
+        limiter: trio.CapacityLimiter, send: Callable[..., object], *args: object
+    ) -> None:
+        async with limiter:
+            await send(*args)  # type: ignore[misc]
+
+    async def _single(self, node: Node) -> None:
+        with contextlib.suppress(FsError):  # logged, kept in the spool, retried
+            await self.uploader.upload(node)
+
+    async def _batch(self, nodes: list[Node]) -> None:
+        """Upload ``nodes`` with one batch request, under their locks (taken without waiting:
+        a name being uploaded or moved right now is left for the next round)."""
+        up = self.uploader
+        finished: list[tuple[Node, list[Placed]]] = []
+        failures: list[tuple[Sending | Node, BaseException]] = []
+        with up.in_flight():
+            async with contextlib.AsyncExitStack() as locks:
+                sendings: list[Sending] = []
+                for node in nodes:
+                    pending = node.pending
+                    if pending is None:
+                        continue
+                    name = self.ns.server_name(node)
+                    lock = up.name_lock(node.container, name)
+                    if lock.locked() or pending.lock.locked():
+                        self._queue.setdefault(node.ino, node)
+                        self._wake.set()
+                        continue
+                    lock.acquire_nowait()
+                    locks.callback(lock.release)
+                    pending.lock.acquire_nowait()
+                    locks.callback(pending.lock.release)
+                    try:
+                        sending = await up.prepare(node, pending, node.container, name)
+                        if sending is not None and sending.created is None:
+                            await up.guard.before_create(node, node.container, name)
+                    except Exception as exc:
+                        failures.append((node, exc))
+                        continue
+                    if sending is not None:
+                        sendings.append(sending)
+                await self._send(sendings, failures)
+                for sending in sendings:
+                    if sending.created is not None:
+                        finished.append((sending.node, up.finish(sending)))
+        for node, replaced in finished:
+            try:
+                await up.after(node, replaced)
+            except Exception as problem:
+                failures.append((node, problem))
+        for what, cause in failures:
+            node = what.node if isinstance(what, Sending) else what
+            pending = node.pending
+            if pending is None or not isinstance(cause, Exception):
+                continue
+            with contextlib.suppress(UploadFailed):
+                up.failed(node, pending, node.container, self.ns.server_name(node), cause)
+
+    async def _send(
+        self, sendings: list[Sending], failures: list[tuple[Sending | Node, BaseException]]
+    ) -> None:
+        """The batch request for the files still to create; each one's record, or failure."""
+        up = self.uploader
+        todo = [s for s in sendings if s.created is None]
+        if not todo:
+            return
+        for sending in todo:
+            up.begin_create(sending)
+        with contextlib.ExitStack() as files:
+            sources = [files.enter_context(open(s.pending.path, "rb")) for s in todo]
+            uploads = [
+                (s.container, s.name, src, s.size) for s, src in zip(todo, sources, strict=True)
+            ]
+            self.batches += 1
+            self.batched += len(todo)
+            try:
+                results = await up.client.create_files(uploads)
+            except Exception as exc:
+                log.warning("a batch of %d uploads failed: %s", len(todo), exc)
+                for sending in todo:
+                    await up.create_failed(sending, exc)
+                    failures.append((sending, exc))
+                return
+        for sending, result in zip(todo, results, strict=True):
+            if isinstance(result, BaseException):
+                await up.create_failed(sending, result)
+                failures.append((sending, result))
+                continue
+            await up.created(sending, result)
