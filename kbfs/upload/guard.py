@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 
-from kbfs.client.errors import NotFound, Rejected
+from kbfs.client.errors import KanboardError, NotFound, Rejected
 from kbfs.client.models import Container, FileRecord
 from kbfs.client.protocol import KanboardAPI
-from kbfs.namespace.nodes import Node, is_doomed, is_provisional
+from kbfs.namespace.nodes import Node, is_doomed, is_provisional, same_file
 from kbfs.namespace.tree import Namespace
 
 log = logging.getLogger(__name__)
@@ -28,13 +28,16 @@ class ReleaseGuard:
     """The checks before a create*File and a remove*File that the server's release needs.
 
     State it owns: the date of the newest record this mount created of each name (the next
-    upload of that name waits for the server's clock to pass it).
+    upload of that name waits for the server's clock to pass it), and which of those records
+    are known by id only (their exact date is asked for when a wait depends on it).
     """
 
     def __init__(self, client: KanboardAPI, namespace: Namespace) -> None:
         self.client = client
         self.ns = namespace
         self._created: dict[tuple[Container, str], int] = {}
+        # Of those, the ones whose record is known by id only (kbfs.namespace.provisional).
+        self._unconfirmed: dict[tuple[Container, str], FileRecord] = {}
         # Storage paths another client's row shares with one of ours, found by the collision
         # check (kbfs.upload.collisions), with that row: this mount may never have listed it.
         self._shared: dict[tuple[Container, str], FileRecord] = {}
@@ -49,11 +52,14 @@ class ReleaseGuard:
         """The newest ``date`` among the records of ``name`` in ``container`` this mount
         knows: listed, hidden, the ones this node replaces, and its own recent uploads."""
         state = self.ns.directory(container)
-        dates = [r.date for r in state.records.values() if r.name == name]
-        dates += [r.date for r in state.hidden.values() if r.name == name]
+        records = [r for r in state.records.values() if r.name == name]
+        records += [r for r in state.hidden.values() if r.name == name]
         if node.record is not None and node.container == container:
-            dates.append(node.record.date)
-        dates += [r.date for c, r in node.stale if c == container and r.name == name]
+            records.append(node.record)
+        records += [r for c, r in node.stale if c == container and r.name == name]
+        # A record known by id only is one of this mount's uploads: its date is the server
+        # clock's bound, and the second to wait for is the one its create noted (below).
+        dates = [r.date for r in records if not is_provisional(r)]
         created = self._created.get((container, name))
         if created is not None:
             dates.append(created)
@@ -67,9 +73,34 @@ class ReleaseGuard:
         latest = self.latest_date(node, container, name)
         if latest is None:
             return
-        waited = await self.client.server_clock.wait_past(latest)
+        clock = self.client.server_clock
+        key = (container, name)
+        unconfirmed = self._unconfirmed.get(key)
+        if unconfirmed is not None and latest == unconfirmed.date + 1 and not clock.passed(latest):
+            # Our last upload of this name is known by id only: its second is bounded by the
+            # server clock's view, a second wide. One get*File tells it exactly, which is
+            # quicker than waiting a second more for nothing.
+            exact = await self._exact_date(container, unconfirmed)
+            if exact is not None:
+                self._created[key] = exact
+                self._unconfirmed.pop(key, None)
+                latest = self.latest_date(node, container, name)
+                if latest is None:
+                    return
+        waited = await clock.wait_past(latest)
         if waited:
             log.debug("%s: waited %.2fs for the server's next second", name, waited)
+
+    async def _exact_date(self, container: Container, record: FileRecord) -> int | None:
+        """The server's ``date`` of an upload known by id only, or None if it cannot tell."""
+        try:
+            current = await self.client.get_file(container, record.id)
+        except KanboardError:
+            return None
+        if not same_file(current, record):
+            return None  # gone, or the id names another file now: keep the bound
+        self.client.server_clock.observe(current.date)
+        return current.date
 
     async def _check_task(self, container: Container) -> None:
         """Before Kanboard 1.2.47 createTaskFile checks neither that the task exists nor that
@@ -99,9 +130,14 @@ class ReleaseGuard:
         date = record.date + 1 if is_provisional(record) else record.date
         key = (container, record.name)
         self._created[key] = max(date, self._created.get(key, date))
+        if is_provisional(record):
+            self._unconfirmed[key] = record
+        else:
+            self._unconfirmed.pop(key, None)
         if len(self._created) > _KEEP:
             for stale_key in [k for k, d in self._created.items() if clock.passed(d)]:
                 del self._created[stale_key]
+                self._unconfirmed.pop(stale_key, None)
 
     def note_shared(self, container: Container, record: FileRecord, other: FileRecord) -> None:
         """The server holds ``other``, whose storage path is ``record``'s: ``record`` must not

@@ -139,3 +139,20 @@ async def test_a_moved_upload_is_confirmed_on_the_moved_inode(make_rig: RigFacto
     assert not is_provisional(node.record)
     assert await rig.read(rig.tasks, "b.txt") == b"x"
     assert await rig.read(rig.tasks, "a.txt") == b"y"
+
+
+async def test_a_quick_second_save_asks_the_exact_second_instead_of_waiting_longer(
+    make_rig: RigFactory,
+) -> None:
+    """The date of an upload known by id only is the server clock's bound, a second wide:
+    the next save of that name would wait a second more than needed. One get*File gives the
+    exact second; the wait is then only for the server's next second."""
+    rig = await make_rig()
+    rig.kb.dates.freeze(1_800_000_000.25)
+    await rig.save(rig.tasks, "a.txt", b"first")
+    gets = rig.kb.count("get_file")
+    await rig.save(rig.tasks, "a.txt", b"second")
+    # The exact date, and the old version looked at before its removal.
+    assert rig.kb.count("get_file") == gets + 2
+    assert rig.kb.server_clock.waited == pytest.approx(0.75)  # to 1_800_000_001, not one more
+    assert rig.kb.contents(rig.tasks) == {"a.txt": b"second"}
