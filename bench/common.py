@@ -241,9 +241,11 @@ class Mounts:
         self.mounter = Mounter(workdir)
 
     @contextlib.contextmanager
-    def mounted(self, server: Server, cache_dir: Path | None = None) -> Iterator[Mounted]:
+    def mounted(
+        self, server: Server, cache_dir: Path | None = None, *extra: str
+    ) -> Iterator[Mounted]:
         opts = [f"cache_dir={cache_dir}"] if cache_dir is not None else []
-        m = self.mounter(server, *opts, log_level=None)
+        m = self.mounter(server, *opts, *extra, log_level=None)
         try:
             yield m
         finally:
