@@ -1,7 +1,7 @@
-"""Command line: ``kbfs mount | umount | status | clear | demo | server | ...`` (kbfs --help).
+"""Command line: ``kbfs mount | umount | status | sync | clear | demo | server | ...`` (--help).
 
 Argument parsing and process plumbing only (daemonizing, logging set-up, exit codes); the mount
-itself is ``kbfs.mount``, and ``status`` and ``clear`` reach a running one through
+itself is ``kbfs.mount``, and ``status``, ``sync`` and ``clear`` reach a running one through
 ``kbfs.control``. Errors a person can act on end as one line on stderr and exit 1.
 """
 
