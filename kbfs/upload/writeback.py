@@ -186,8 +186,9 @@ class WriteBack:
             pending = node.pending
             if pending is None or node.discarded or not pending.dirty:
                 continue  # uploaded meanwhile (fsync), removed, or nothing to send
-            if node.writers:
-                continue  # its last writer's close() hands it over again
+            # A writer still counted is no reason to wait: its close() handed this content
+            # over (the kernel's release of a closed file often comes after close()
+            # returned), and without write-back that close would have uploaded it already.
             key = (node.container, self.ns.server_name(node))
             if key in names:
                 later.append(node)  # one upload per name at a time, in order
@@ -284,13 +285,21 @@ class WriteBack:
     ) -> None:
         """The batch request for the files still to create; each one's record, or failure."""
         up = self.uploader
-        todo = [s for s in sendings if s.created is None]
-        if not todo:
-            return
-        for sending in todo:
-            up.begin_create(sending)
         with contextlib.ExitStack() as files:
-            sources = [files.enter_context(open(s.pending.path, "rb")) for s in todo]
+            todo, sources = [], []
+            for sending in sendings:
+                if sending.created is not None:
+                    continue  # a lost create of it did arrive: adopted, nothing to send
+                try:
+                    sources.append(files.enter_context(open(sending.pending.path, "rb")))
+                except OSError as exc:
+                    failures.append((sending, exc))
+                    continue
+                todo.append(sending)
+            if not todo:
+                return
+            for sending in todo:
+                up.begin_create(sending)
             uploads = [
                 (s.container, s.name, src, s.size) for s, src in zip(todo, sources, strict=True)
             ]

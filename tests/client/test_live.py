@@ -115,6 +115,30 @@ async def test_every_procedure_with_app_token(kb: KanboardServer, world: dict[st
         assert kb.task_files(t1) == [] and kb.project_files(pid) == []
 
 
+async def test_create_files_sends_many_uploads_in_one_request(
+    kb: KanboardServer, world: dict[str, int]
+) -> None:
+    """create_files: one HTTP request, each file's id or its own refusal (a "0" content, a
+    task of another project), the others created with their exact bytes."""
+    pid, t1, t3 = world["pid"], world["t1"], world["t3"]
+    blobs = [bytes([n]) * (1000 + n) for n in range(5)]
+    uploads = [
+        (Container(pid, t1), f"f{n}.bin", io.BytesIO(b), len(b)) for n, b in enumerate(blobs)
+    ]
+    uploads.insert(2, (Container(pid, t1), "zero.txt", io.BytesIO(b"0"), 1))
+    uploads.append((Container(pid, t3), "elsewhere.txt", io.BytesIO(b"x"), 1))
+    uploads.append((Container(pid), "project.txt", io.BytesIO(b"for the project"), 15))
+    async with client(kb) as kc:
+        kb.reset_stats()
+        results = await kc.create_files(uploads)
+        assert kb.stats()["http_requests"] == 1
+    assert isinstance(results[2], Rejected) and isinstance(results[-2], Rejected)
+    ids = [r for r in results if isinstance(r, int)]
+    assert len(ids) == 6
+    assert [kb.download_task_file(i) for i in ids[:5]] == blobs
+    assert kb.download_project_file(pid, ids[5]) == b"for the project"
+
+
 async def test_not_found_answers(kb: KanboardServer, world: dict[str, int]) -> None:
     pid, other, t1 = world["pid"], world["other"], world["t1"]
     async with client(kb) as kc:
