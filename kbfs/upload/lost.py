@@ -46,7 +46,12 @@ class LostCreates:
         self.queue.save()
 
     async def resolve(
-        self, node: Node | None, container: Container, name: str, size: int
+        self,
+        node: Node | None,
+        container: Container,
+        name: str,
+        size: int,
+        records: list[FileRecord] | None = None,
     ) -> FileRecord | None:
         """After creates of ``name`` whose answers were lost: adopt the file that holds the
         current content (if ``node`` is given), and remove the others — files made by
@@ -54,6 +59,8 @@ class LostCreates:
 
         A file counts as made by a lost attempt when it has that name and size, is dated no
         earlier than the attempt, and is not one this mount created and confirmed.
+        ``records``: a listing of ``container`` made after the attempts (a batch of creates
+        whose answer was lost resolves all its files with one).
         """
         state = self.ns.directory(container)
         pending = node.pending if node is not None else None
@@ -62,7 +69,8 @@ class LostCreates:
             entries += [(name, *e) for e in pending.attempts if (name, *e) not in entries]
         if not entries:
             return None
-        records = await self.client.list_files(container)
+        if records is None:
+            records = await self.client.list_files(container)
         keep = set(state.ours)
         if node is not None and node.record is not None:
             keep.add(file_key(node.record))

@@ -297,9 +297,7 @@ class Uploader:
         is remembered, and looked for before anything is sent again."""
         assert sending.attempt is not None
         sending.pending.attempts.remove(sending.attempt)
-        if isinstance(exc, _ANSWERED):
-            return
-        if isinstance(exc, TransportError) and not exc.request_sent:
+        if not may_have_created(exc):
             return
         pending, container, name = sending.pending, sending.container, sending.name
         await self.lost_creates.note(pending, container, name, sending.attempt)
@@ -533,6 +531,15 @@ class Uploader:
             return False
         self.ns.forget_record(container, old)
         return True
+
+
+def may_have_created(exc: BaseException) -> bool:
+    """Whether a create that failed with ``exc`` may have made its file all the same: not
+    when the server answered (a refusal, an error it reported), nor when the request never
+    left; yes for a lost or garbled answer, a timeout after sending, an HTTP 500."""
+    if isinstance(exc, _ANSWERED):
+        return False
+    return not (isinstance(exc, TransportError) and not exc.request_sent)
 
 
 def check_storable(pending: PendingFile, server_name: str, size: int) -> None:

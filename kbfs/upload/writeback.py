@@ -29,10 +29,11 @@ from collections.abc import Callable
 
 import trio
 
+from kbfs.client.models import Container
 from kbfs.errors import FsError, IncompleteContent, UploadFailed
 from kbfs.namespace.nodes import Node
 from kbfs.namespace.tree import Placed
-from kbfs.upload.uploader import Sending, Uploader, check_storable
+from kbfs.upload.uploader import Sending, Uploader, check_storable, may_have_created
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,10 @@ class WriteBack:
                 log.warning("a batch of %d uploads failed: %s", len(todo), exc)
                 for sending in todo:
                     await up.create_failed(sending, exc)
-                    failures.append((sending, exc))
+                if may_have_created(exc):
+                    await self._resolve_lost(todo, failures, exc)
+                else:
+                    failures.extend((sending, exc) for sending in todo)
                 return
         for sending, result in zip(todo, results, strict=True):
             if isinstance(result, BaseException):
@@ -319,3 +323,32 @@ class WriteBack:
                 failures.append((sending, result))
                 continue
             await up.created(sending, result)
+
+    async def _resolve_lost(
+        self,
+        todo: list[Sending],
+        failures: list[tuple[Sending | Node, BaseException]],
+        exc: BaseException,
+    ) -> None:
+        """A batch whose answer was lost (or that failed as a whole, PHP out of memory after
+        some of its creates): any of its files may exist. One listing per directory tells
+        which, under the names' locks still held: those are adopted as this upload's files,
+        the rest fail (kept, retried); nothing is sent twice."""
+        up = self.uploader
+        by_container: dict[Container, list[Sending]] = {}
+        for sending in todo:
+            by_container.setdefault(sending.container, []).append(sending)
+        for container, sendings in by_container.items():
+            try:
+                listing = await up.client.list_files(container)
+            except Exception:  # left for each file's next upload, which looks again
+                failures.extend((sending, exc) for sending in sendings)
+                continue
+            for sending in sendings:
+                found = await up.lost_creates.resolve(
+                    sending.node, sending.container, sending.name, sending.size, listing
+                )
+                if found is None:
+                    failures.append((sending, exc))
+                else:
+                    sending.created = found

@@ -76,11 +76,14 @@ async def test_a_batch_whose_answer_is_lost_makes_no_duplicates(make_rig: RigFac
     rig.kb.lose_answer("create_files")
     for gate in gates:
         gate.release()
-    rig.kb.dates.advance(5)
+    listings = rig.kb.count("list_files")
     left = await rig.vfs.sync_all(10)
     assert left == []
     assert rig.kb.contents(rig.tasks) == {f"f{i}.txt": f"content {i}".encode() for i in range(5)}
     assert sorted(await rig.ls(rig.tasks)) == [f"f{i}.txt" for i in range(5)]
+    # One listing told which files of the batch exist (all of them): nothing sent again.
+    assert rig.kb.count("list_files") == listings + 1
+    assert rig.kb.count("create_file", "create_files") == 2  # the single first, the batch
 
 
 async def test_a_batch_that_fails_whole_is_retried(make_rig: RigFactory) -> None:
