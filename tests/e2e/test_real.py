@@ -123,3 +123,34 @@ def test_project_files_and_status(real: KanboardServer, mnt: Mounted, task, tmp_
     assert f"kanboard {version}" in r.stdout.decode(), r.stdout
     run("rm", d / "spec.txt")
     assert real.project_files(task["p"]) == []
+
+
+def test_writeback_batches_and_one_round_trip_saves(  # type: ignore[no-untyped-def]
+    real: KanboardServer, mounter: Mounter, task, tmp_path: Path
+) -> None:
+    """Write-back's batched creates (many createTaskFile calls in one JSON-RPC request), and
+    default-mode saves whose records come with the next listing, on the real server."""
+    src = tmp_path / "src"
+    src.mkdir()
+    blobs = {f"f{n:02d}.bin": os.urandom(5000 + n) for n in range(30)}
+    for name, data in blobs.items():
+        (src / name).write_bytes(data)
+    wb = mounter(real, "writeback")
+    run("cp", *sorted(src.iterdir()), tdir(wb, task))
+    r = subprocess.run(
+        [sys.executable, "-m", "kbfs", "sync", str(wb.path)], capture_output=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    assert contents(real, task["t"]) == blobs
+    plain = mounter(real, ttl=0.1)
+    d = tdir(plain, task)
+    (tmp_path / "new").write_bytes(b"one round trip\n")
+    run("cp", tmp_path / "new", d / "new.txt")
+    run("cp", tmp_path / "new", d / "again.txt")
+    run("mv", d / "again.txt", d / "moved.txt")
+    assert (d / "moved.txt").read_bytes() == b"one round trip\n"
+    assert contents(real, task["t"]) == blobs | {
+        "new.txt": b"one round trip\n",
+        "moved.txt": b"one round trip\n",
+    }
+    assert sorted(os.listdir(d)) == sorted([*blobs, "new.txt", "moved.txt"])
