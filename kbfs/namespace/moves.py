@@ -72,6 +72,7 @@ def stage_move(
     """A staging node for a move's upload: in no view; it carries what the move
     supersedes (the source, what the source and the target were already due to)."""
     stage = ns.content_node(dst_dir, name, pending)
+    ns.inodes.rekey(stage, ("staging", stage.ino))  # never relinked by the retry pass
     stage.linked = False
     stage.record = target.record if target is not None else None
     if node.record is not None:

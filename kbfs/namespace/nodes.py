@@ -172,6 +172,13 @@ def id_text(record: FileRecord | None) -> str:
     return "none" if record is None else str(record.id)
 
 
+def is_staging(node: Node) -> bool:
+    """A move's staging node (kbfs.namespace.moves.stage_move): its content is being uploaded
+    at the move's target and it is in no view; nothing but the move may show or upload it."""
+    key = node.key
+    return isinstance(key, tuple) and len(key) == 2 and key[0] == "staging"
+
+
 def is_provisional(record: FileRecord) -> bool:
     """A record made up from our own upload because reading it back failed (no etag, path)."""
     return record.etag is None and not record.path

@@ -45,6 +45,7 @@ from kbfs.namespace.nodes import (
     file_key,
     id_key,
     is_doomed,
+    is_staging,
     same_file,
 )
 from kbfs.namespace.provisional import ProvisionalUploads
@@ -371,14 +372,21 @@ class Namespace:
         """Show unsaved content again that lost its entry without the user removing it (the
         server file it replaces was deleted elsewhere, or renamed by the duplicate rule).
         True if it was relinked."""
-        if node.linked or node.discarded or node.pending is None:
+        if node.linked or node.discarded or node.pending is None or is_staging(node):
             return False
+        if self.name_taken(node):
+            return False  # never over another file: the caller decides (recovery folder)
         state = self.directory(node.container)
         if node.record is not None and node.record.id not in state.records:
             node.record = None  # the version it was to replace is gone: upload as new
         state.local[node.name] = node.ino
         node.linked = True
         return True
+
+    def name_taken(self, node: Node) -> bool:
+        """Whether another file shows under ``node``'s name in its directory now."""
+        shown = self.view(node.container).get(node.name)
+        return shown is not None and shown != node.ino
 
     def recovered(self, node: Node) -> None:
         """``node``'s bytes went to the recovery folder: it leaves the mount, and the

@@ -96,6 +96,10 @@ class Mover:
         return await self._attempt(node, dst_dir, name_new, target)
 
     async def _attempt(self, node: Node, dst_dir: Node, name_new: str, target: Node | None) -> bool:
+        if target is not None and await self.uploader.waited_for_upload(target):
+            # The file about to be replaced is being uploaded (a write-back batch, the retry
+            # pass): replaced now, that upload would still end as a file at that name.
+            return False
         scratch_name = self.ns.is_local_name(name_new)
         if not scratch_name:
             # A scratch copy of a server file gets a real name again: it supersedes the file.

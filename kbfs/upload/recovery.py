@@ -20,7 +20,7 @@ from typing import Any
 from kbfs.client.models import FileRecord
 from kbfs.errors import FsError
 from kbfs.namespace import refusals
-from kbfs.namespace.nodes import Node
+from kbfs.namespace.nodes import Node, is_staging
 from kbfs.namespace.tree import Namespace
 from kbfs.storage.spool import PendingFile, Spool, superseded
 from kbfs.upload.collisions import Collisions
@@ -162,6 +162,8 @@ class Recovery:
                 continue
             if node.writers or self.deferred(node):
                 continue  # its writer's close() uploads it, or the write-back queue does
+            if is_staging(node) or pending.lock.locked():
+                continue  # a move's upload, or an upload under way: not this pass's
             if pending.refused is not None or self.ns.is_scratch(node):
                 continue  # local-only until the user renames or removes it
             if pending.incomplete is not None:
@@ -172,6 +174,11 @@ class Recovery:
             if not pending.permanent and pending.next_retry > now:
                 continue
             if not pending.permanent:
+                if not node.linked and self.ns.name_taken(node):
+                    # It lost its entry, and another file shows under its name now: sent,
+                    # it would stand beside or over that file. Kept for the user instead.
+                    self.recover(node, "another file took its name before it was uploaded")
+                    continue
                 if self.ns.relink(node):
                     log.info("%s: unsaved content shown again", self.ns.path_of(node))
                 # upload() logs a failure and schedules the next attempt itself.

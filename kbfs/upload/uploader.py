@@ -151,12 +151,16 @@ class Uploader:
 
     async def open_for_change(self, node: Node, *, truncate: bool) -> PendingFile:
         """Give ``node`` local content to change: copy-on-open, or empty for O_TRUNC."""
-        if node.pending is not None:
-            if truncate:
-                async with node.pending.lock:
-                    self.spool.truncate(node.pending, 0)
-                    node.pending.touch()
-            return node.pending
+        while (pending := node.pending) is not None:
+            if not truncate:
+                return pending
+            async with pending.lock:
+                # An upload held the lock meanwhile, and may have settled the content (its
+                # bytes went to the cache): then it is opened afresh, from the server version.
+                if node.pending is pending:
+                    self.spool.truncate(pending, 0)
+                    pending.touch()
+                    return pending
         initial = None
         if not truncate and node.record is not None:
             initial = await self.content.ensure(node.container, node.record)

@@ -197,3 +197,26 @@ async def test_a_listing_answered_during_the_move_never_shows_the_source_again(
         gate.release()
     assert await rig.ls(rig.tasks) == ["b.txt"]
     assert await rig.read(rig.tasks, "b.txt") == b"moving"
+
+
+async def test_the_retry_pass_leaves_a_move_in_progress_alone(rig: Rig) -> None:
+    """The background pass runs while a move's upload waits (for the server's next second,
+    for a name lock, for its answer): the move's staging node, in no view, must not be
+    "shown again" under the target's name, stealing it from the file there, nor uploaded
+    a second time (found by the write-back stress run: the file that lost its name was
+    uploaded later all the same, beside the moved one)."""
+    await rig.save(rig.tasks, "a.txt", b"target")
+    await rig.save(rig.tasks, "c.txt", b"source")
+    d = await rig.dir(rig.tasks)
+    target = await rig.vfs.lookup(d, "a.txt")
+    gate = rig.kb.gate("create_file")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rig.vfs.rename, d, "c.txt", d, "a.txt", 0)
+        await gate.reached.wait()
+        nursery.start_soon(rig.vfs.retry_once)
+        await trio.sleep(0.05)
+        assert rig.vfs.ns.view(rig.tasks).get("a.txt") == target.ino
+        gate.release()
+    assert await rig.ls(rig.tasks) == ["a.txt"]
+    assert rig.kb.contents(rig.tasks) == {"a.txt": b"source"}
+    assert rig.kb.count("create_file") == 3

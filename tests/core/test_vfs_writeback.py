@@ -123,3 +123,53 @@ async def test_sync_names_what_is_not_on_the_server(make_rig: RigFactory) -> Non
     assert sorted(left) == [f"/{rig.path(rig.tasks)}/a.txt", f"/{rig.path(rig.tasks)}/b.txt"]
     assert all("503" in why for why in left.values())
     assert os.path.exists(rig.root)  # the spool keeps them
+
+
+async def test_a_move_over_a_file_being_uploaded_waits_for_that_upload(
+    make_rig: RigFactory,
+) -> None:
+    """``mv c.txt b.txt`` while b.txt's background upload is under way: replaced at once,
+    that upload would still end as a file b.txt on the server, beside the moved one."""
+    rig = await writeback_rig(make_rig)
+    await rig.ls(rig.tasks)
+    await rig.save(rig.tasks, "c.txt", b"moved content")
+    assert await rig.vfs.sync_all(10) == []
+    gate = rig.kb.gate("create_file")
+    await rig.save(rig.tasks, "b.txt", b"replaced content")
+    await gate.reached.wait()  # b.txt's upload is on the wire
+    d = await rig.dir(rig.tasks)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rig.vfs.rename, d, "c.txt", d, "b.txt", 0)
+        await trio.sleep(0.05)
+        gate.release()
+    assert await rig.vfs.sync_all(10) == []
+    assert rig.kb.contents(rig.tasks) == {"b.txt": b"moved content"}
+    assert await rig.ls(rig.tasks) == ["b.txt"]
+
+
+async def test_opening_with_o_trunc_while_the_upload_settles_the_file(make_rig: RigFactory) -> None:
+    """An open(O_TRUNC) waits for the file's background upload, which ends by handing the
+    bytes to the cache (nobody had it open): the open must then start from the new server
+    version, not fail on content that is gone."""
+    rig = await writeback_rig(make_rig)
+    await rig.ls(rig.tasks)
+    gate = rig.kb.gate("create_file")
+    await rig.save(rig.tasks, "a.txt", b"first")
+    await gate.reached.wait()
+    d = await rig.dir(rig.tasks)
+    node = await rig.vfs.lookup(d, "a.txt")
+    opened: list[int] = []
+
+    async def reopen() -> None:
+        handle = await rig.vfs.open(node.ino, WRITE_NEW)
+        opened.append(handle.fh)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reopen)
+        await trio.sleep(0.05)
+        gate.release()
+    await rig.vfs.write(opened[0], 0, b"second")
+    await rig.vfs.flush(opened[0])
+    rig.vfs.release(opened[0])
+    assert await rig.vfs.sync_all(10) == []
+    assert rig.kb.contents(rig.tasks) == {"a.txt": b"second"}

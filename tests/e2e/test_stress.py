@@ -112,18 +112,24 @@ def kernel_stacks(pid: int) -> str:
 
 @pytest.mark.timeout(300 + 2 * max(SHORT, DURATION))
 @pytest.mark.parametrize("seconds", LENGTHS)
-@pytest.mark.parametrize("crash", [False, True], ids=["faults", "faults-and-kill-9"])
+@pytest.mark.parametrize(
+    ("crash", "mode"),
+    [(False, ()), (True, ()), (True, ("writeback",)), (False, ("writeback",))],
+    ids=["faults", "faults-and-kill-9", "writeback-faults-and-kill-9", "writeback-faults"],
+)
 def test_random_faults_lose_nothing(  # type: ignore[no-untyped-def]
-    kb, mounter: Mounter, tmp_path: Path, crash: bool, seconds: float
+    kb, mounter: Mounter, tmp_path: Path, crash: bool, mode: tuple[str, ...], seconds: float
 ) -> None:
     """With ``crash``, the daemon is killed (SIGKILL) halfway; the workers go on against the
     dead mount (their operations fail), and a new mount of the same state dir must then
-    finish everything: the same checks apply."""
+    finish everything: the same checks apply. With ``writeback`` a close() that returned 0
+    only had its bytes in the spool: once the spool has drained they must be on the server
+    all the same (batches that failed, whole or in part, included)."""
     print(f"fault seed {FAULT_SEED} (KBFS_STRESS_SEED={FAULT_SEED} repeats it)")
     p = kb.project("stress")
     tasks = [kb.task(p, f"worker {i}") for i in range(WORKERS)]
     state = tmp_path / "state"
-    m: Mounted = mounter(kb, "timeout=3", f"state_dir={state}", ttl=0.3)
+    m: Mounted = mounter(kb, "timeout=3", f"state_dir={state}", *mode, ttl=0.3)
     m.allow_errors = True
     for t in tasks:
         os.listdir(m.p("projects", p, "tasks", t))
@@ -158,7 +164,7 @@ def test_random_faults_lose_nothing(  # type: ignore[no-untyped-def]
     print(f"{sum(w.ops for w in workers)} operations")
     assert sum(w.ops for w in workers) > 40
     if crash:
-        m = mounter(kb, "timeout=3", f"state_dir={state}", ttl=0.3)  # takes over the spool
+        m = mounter(kb, "timeout=3", f"state_dir={state}", *mode, ttl=0.3)  # takes the spool
         m.allow_errors = True
 
     # Let the background retries drain the spool (failed uploads and stale removals).
