@@ -393,11 +393,11 @@ class Namespace:
         versions it was to replace are shown again."""
         stale_before = list(node.stale)
         for where, stale in node.stale:  # never superseded after all: show them again
-            self.directory(where).doomed.discard(doom_key(stale))
+            self.directory(where).undoom(stale)
         node.stale = []
         container = node.container
         if node.record is not None:
-            self.directory(container).doomed.discard(doom_key(node.record))
+            self.directory(container).undoom(node.record)
         node.pending = None
         state = self.directory(container)
         for name, ino in list(state.local.items()):
@@ -459,7 +459,7 @@ class Namespace:
         self.directory(container).doomed.add(doom_key(record))
 
     def undoom(self, container: Container, record: FileRecord) -> None:
-        self.directory(container).doomed.discard(doom_key(record))
+        self.directory(container).undoom(record)
 
     def forget_record(self, container: Container, old: FileRecord) -> None:
         """``old`` is gone from the server (removed, or its id now names another file). A
@@ -467,7 +467,7 @@ class Namespace:
         state = self._dirs.get(container)
         if state is None:
             return
-        state.doomed.discard(doom_key(old))
+        state.undoom(old)
         listed = old.id in state.records
         state.note_remove(old)
         if listed:
@@ -497,7 +497,7 @@ class Namespace:
         state = self.directory(container)
         state.note_remove(record)
         if gone:
-            state.doomed.discard(doom_key(record))
+            state.undoom(record)
 
     def drop_hidden(self, node: Node) -> Placed | None:
         """The scratch file ``node`` is going: the server file it stood for, handed over (the

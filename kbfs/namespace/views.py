@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from kbfs.client.models import FileRecord
-from kbfs.namespace.nodes import same_file
+from kbfs.namespace.nodes import file_key, id_key, same_file
 
 # One lost create: (name, wall-clock time sent, size, sha256 or None).
 LostEntry = tuple[str, float, int, str | None]
@@ -46,6 +46,14 @@ class ContainerDir:
     applied: int = 0
     # (generation, time, the record added or None, file id, the version removed or None)
     journal: list[JournalEntry] = field(default_factory=list)
+
+    def undoom(self, record: FileRecord) -> None:
+        """``record`` need not stay hidden any more (removed, or never superseded after all).
+        Dropped under every key it may have been doomed by: by id too, since a record known by
+        id only when it was doomed is doomed by id, and ids are reused (kanboard-api §7): left
+        behind, that key would hide the next file that gets the id."""
+        self.doomed.discard(file_key(record))
+        self.doomed.discard(id_key(record))
 
     def note_add(self, record: FileRecord) -> None:
         self.records[record.id] = record

@@ -92,3 +92,22 @@ def test_a_listing_older_than_one_applied_is_dropped() -> None:
     assert not ns.apply_listing(TASK, [], older)  # ...answered last: dropped
     assert shown(ns) == {"doc.txt": 1}
     assert node.record == theirs  # its save replaces that file, not a new one beside it
+
+
+def test_a_file_doomed_while_known_by_id_only_leaves_no_key_that_hides_a_reused_id() -> None:
+    """A version superseded while its record was known by id only is doomed by id; once it
+    is removed, whatever record of it the removal names, that key must go: ids are reused
+    (kanboard-api §7), and the next file with that id would stay hidden."""
+    ns = Namespace(DEFAULT_LOCAL_NAMES)
+    real = record(1)
+    provisional = FileRecord(
+        kind=TASK.kind, id=1, name="doc.txt", size=1, date=1_000, is_image=False, path="",
+        etag=None, project_id=None, task_id=TASK.task_id, user_id=0,
+    )  # fmt: skip
+    ns.doom(TASK, provisional)
+    ns.apply_listing(TASK, [real], ns.listing_asked(TASK))
+    assert shown(ns) == {}  # hidden while its removal is due
+    ns.forget_record(TASK, real)  # removed, named by the record a listing brought
+    reused = record(1, name="other.txt", date=1_050)
+    ns.apply_listing(TASK, [reused], ns.listing_asked(TASK))
+    assert shown(ns) == {"other.txt": 1}
