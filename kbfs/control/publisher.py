@@ -93,6 +93,7 @@ class StatusPublisher:
             "url": self.vfs.client.endpoint,
             "user": self.user,
             "read_only": self.options.read_only,
+            "writeback": self.options.writeback,
             "dir_cache_ttl": self.options.dir_cache_ttl,
             "started": self.started,
             "updated": time.time(),

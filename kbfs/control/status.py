@@ -294,6 +294,7 @@ def format_found(found: Found, now: float | None = None) -> str:
     lines.append(
         f"  server   {vfs.get('server') or data.get('url')} as {data.get('user')}"
         f"{'  (read-only)' if data.get('read_only') else ''}"
+        f"{'  (write-back: close() returns before the upload)' if data.get('writeback') else ''}"
     )
     kanboard = vfs.get("kanboard") or {}
     if kanboard:

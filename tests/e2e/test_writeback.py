@@ -63,6 +63,9 @@ def test_kbfs_sync_names_what_could_not_be_uploaded(kb, mounter: Mounter, tmp_pa
     src = tmp_path / "a.txt"
     src.write_bytes(b"kept")
     run("cp", src, d / "a.txt")  # returns 0: the bytes are in the spool
+    status = kbfs("status", m.path)
+    assert b"(write-back: close() returns before the upload)" in status.stdout, status.stdout
+    assert b"NOT UPLOADED: 1 file(s)" in status.stdout, status.stdout
     r = kbfs("sync", "--timeout", "10", m.path)
     assert r.returncode == 1
     assert b"a.txt: not on the server" in r.stderr, r.stderr
