@@ -116,7 +116,7 @@ class Vfs:
         self.refresher = Refresher(client, self.ns, policy, clock, content.rekey)
         self.uploader = Uploader(client, self.ns, spool, content, self.refresher, clock)
         self.recovery = Recovery(self.ns, spool, self.uploader, client.endpoint, clock)
-        self.writeback = WriteBack(self.uploader, clock)
+        self.writeback = WriteBack(self.uploader)
         self.recovery.deferred = self.writeback.holds
         self.lister = Lister(self.ns, self.refresher)
         self.readahead = ReadAhead(self.ns, self.refresher, content, clock)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -49,21 +49,18 @@ PARALLEL = 4
 class WriteBack:
     """The queue of files whose close() handed them over, and the task that uploads them.
 
-    State it owns: that queue (in the order of the closes), the files being uploaded, the
-    wake-up event, and counters.
+    State it owns: that queue (in the order of the closes), the files being uploaded, and
+    the events that wake its task and tell when it has settled.
     """
 
-    def __init__(self, uploader: Uploader, clock: Callable[[], float]) -> None:
+    def __init__(self, uploader: Uploader) -> None:
         self.uploader = uploader
         self.ns = uploader.ns
-        self.clock = clock
         self._queue: dict[int, Node] = {}
         self._sending: set[int] = set()
         self._wake = trio.Event()
         self._settled = trio.Event()
         self._settled.set()
-        self.batches = 0  # batch requests sent
-        self.batched = 0  # files sent in them
 
     # ------------------------------------------------------------------ the queue
 
@@ -144,9 +141,6 @@ class WriteBack:
         """Whether ``node`` waits in the queue or is being sent (the retry pass leaves it)."""
         return node.ino in self._queue or node.ino in self._sending
 
-    def queued(self) -> int:
-        return len(self._queue) + len(self._sending)
-
     async def settled(self, timeout: float) -> bool:
         """Wait until the queue is empty and nothing of it is being sent (True), or until
         ``timeout`` (False)."""
@@ -223,10 +217,10 @@ class WriteBack:
 
     @staticmethod
     async def _limited(
-        limiter: trio.CapacityLimiter, send: Callable[..., object], *args: object
+        limiter: trio.CapacityLimiter, send: Callable[..., Awaitable[None]], *args: object
     ) -> None:
         async with limiter:
-            await send(*args)  # type: ignore[misc]
+            await send(*args)
 
     async def _single(self, node: Node) -> None:
         with contextlib.suppress(FsError):  # logged, kept in the spool, retried
@@ -304,8 +298,6 @@ class WriteBack:
             uploads = [
                 (s.container, s.name, src, s.size) for s, src in zip(todo, sources, strict=True)
             ]
-            self.batches += 1
-            self.batched += len(todo)
             try:
                 results = await up.client.create_files(uploads)
             except Exception as exc:
