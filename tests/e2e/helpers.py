@@ -185,3 +185,13 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):  # type
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def random_files(directory: Path, count: int, size: int) -> dict[str, bytes]:
+    """``count`` files of ``size`` random bytes in a new ``directory`` (``f000.bin``, ...):
+    name -> content, for a bulk copy into the mount."""
+    directory.mkdir()
+    blobs = {f"f{i:03d}.bin": os.urandom(size) for i in range(count)}
+    for name, data in blobs.items():
+        (directory / name).write_bytes(data)
+    return blobs

@@ -8,7 +8,7 @@ import os
 import subprocess
 import time
 
-from tests.e2e.helpers import Mounter, run, wait_for
+from tests.e2e.helpers import Mounter, random_files, run, wait_for
 
 
 def test_find_over_200_tasks_is_a_handful_of_requests(kb, mounter: Mounter) -> None:  # type: ignore[no-untyped-def]
@@ -165,11 +165,7 @@ def test_cp_of_100_files_in_is_one_request_per_file(kb, mounter: Mounter, tmp_pa
     project = kb.project("P")
     task = kb.task(project, "T")
     src = tmp_path / "src"
-    src.mkdir()
-    blobs = {}
-    for i in range(100):
-        blobs[f"f{i:03d}.bin"] = data = os.urandom(20_000)
-        (src / f"f{i:03d}.bin").write_bytes(data)
+    blobs = random_files(src, 100, 20_000)
     m = mounter(kb, ttl=600)  # a slow run must not add the listing's refresh to the count
     d = m.p("projects", project, "tasks", task)
     os.listdir(d)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.helpers import Mounter, run
+from tests.e2e.helpers import Mounter, random_files, run
 
 
 def kbfs(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[bytes]:
@@ -29,11 +29,7 @@ def test_cp_returns_first_and_kbfs_sync_waits_for_the_batches(  # type: ignore[n
     project = kb.project("P")
     task = kb.task(project, "T")
     src = tmp_path / "src"
-    src.mkdir()
-    blobs = {}
-    for i in range(100):
-        blobs[f"f{i:03d}.bin"] = data = os.urandom(20_000)
-        (src / f"f{i:03d}.bin").write_bytes(data)
+    blobs = random_files(src, 100, 20_000)
     m = mounter(kb, "writeback", ttl=600)
     d = m.p("projects", project, "tasks", task)
     os.listdir(d)
