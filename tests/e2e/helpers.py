@@ -195,3 +195,16 @@ def random_files(directory: Path, count: int, size: int) -> dict[str, bytes]:
     for name, data in blobs.items():
         (directory / name).write_bytes(data)
     return blobs
+
+
+def kbfs_cli(
+    *args: str | os.PathLike[str], stdin: bytes | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
+    """``kbfs ARGS`` as its own process (this checkout's), output captured, never raising."""
+    return subprocess.run(
+        [sys.executable, "-m", "kbfs", *map(str, args)],
+        capture_output=True,
+        input=stdin,
+        timeout=timeout,
+        check=False,
+    )

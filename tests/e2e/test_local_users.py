@@ -24,6 +24,7 @@ import pytest
 
 from kbfs.control import status
 from tests.e2e.helpers import Mounter, _unmount, wait_for
+from tests.e2e.helpers import kbfs_cli as kbfs
 
 if os.geteuid() != 0 or shutil.which("setpriv") is None:
     pytest.skip("needs root and setpriv to act as a second user", allow_module_level=True)
@@ -74,15 +75,6 @@ def other() -> Iterator[OtherUser]:
     finally:
         for path in made:
             shutil.rmtree(path, ignore_errors=True)
-
-
-def kbfs(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "kbfs", *map(str, args)],
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
 
 
 FAKE_SERVER = """

@@ -10,22 +10,15 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.helpers import Mounted, Mounter, run
+from tests.e2e.helpers import kbfs_cli as kbfs
 
 OLDEST = pytest.mark.parametrize("kb", ["1.2.20"], indirect=True)
 MISSING_BYTES_REFUSED = pytest.mark.parametrize("kb", ["1.2.42"], indirect=True)
-
-
-def kbfs(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "kbfs", *map(str, args)], capture_output=True, timeout=60
-    )
 
 
 @pytest.fixture

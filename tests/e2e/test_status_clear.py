@@ -7,24 +7,11 @@ import json
 import os
 import re
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 from kbfs.control import status
 from tests.e2e.helpers import KANBOARD_VERSIONS, Mounter, run
-
-
-def kbfs(
-    *args: str | os.PathLike[str], stdin: bytes | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "kbfs", *map(str, args)],
-        capture_output=True,
-        input=stdin,
-        timeout=60,
-        check=False,
-    )
+from tests.e2e.helpers import kbfs_cli as kbfs
 
 
 def test_status_lists_every_mount(kb, mounter: Mounter) -> None:  # type: ignore[no-untyped-def]

@@ -7,20 +7,9 @@ not on the server; ``fsync`` (``dd conv=fsync``) waits for its file's upload."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.e2e.helpers import Mounter, random_files, run
-
-
-def kbfs(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "kbfs", *map(str, args)],
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+from tests.e2e.helpers import Mounter, kbfs_cli, random_files, run
 
 
 def test_cp_returns_first_and_kbfs_sync_waits_for_the_batches(  # type: ignore[no-untyped-def]
@@ -35,7 +24,7 @@ def test_cp_returns_first_and_kbfs_sync_waits_for_the_batches(  # type: ignore[n
     os.listdir(d)
     kb.reset_stats()
     run("cp", *sorted(src.iterdir()), d)
-    r = kbfs("sync", m.path)
+    r = kbfs_cli("sync", m.path, timeout=120)
     assert r.returncode == 0, r.stderr
     stats = kb.stats()
     files = {f["name"]: f for f in kb.task_files(task)}
@@ -59,15 +48,15 @@ def test_kbfs_sync_names_what_could_not_be_uploaded(kb, mounter: Mounter, tmp_pa
     src = tmp_path / "a.txt"
     src.write_bytes(b"kept")
     run("cp", src, d / "a.txt")  # returns 0: the bytes are in the spool
-    status = kbfs("status", m.path)
+    status = kbfs_cli("status", m.path)
     assert b"(write-back: close() returns before the upload)" in status.stdout, status.stdout
     assert b"NOT UPLOADED: 1 file(s)" in status.stdout, status.stdout
-    r = kbfs("sync", "--timeout", "10", m.path)
+    r = kbfs_cli("sync", "--timeout", "10", m.path, timeout=120)
     assert r.returncode == 1
     assert b"a.txt: not on the server" in r.stderr, r.stderr
     assert kb.task_files(task) == []
     kb.clear_faults()
-    r = kbfs("sync", m.path)
+    r = kbfs_cli("sync", m.path, timeout=120)
     assert r.returncode == 0, r.stderr
     assert [kb.download_task_file(f["id"]) for f in kb.task_files(task)] == [b"kept"]
 
@@ -101,7 +90,7 @@ def test_a_crash_before_the_upload_loses_nothing(kb, mounter: Mounter, tmp_path:
     mounter.unmount(m)
     kb.clear_faults()
     m2 = mounter(kb, "writeback", f"state_dir={state}", ttl=600)
-    r = kbfs("sync", m2.path)
+    r = kbfs_cli("sync", m2.path, timeout=120)
     assert r.returncode == 0, r.stderr
     got = {f["name"]: kb.download_task_file(f["id"]) for f in kb.task_files(task)}
     assert got == {f"f{i}.txt": f"saved {i}".encode() for i in range(5)}
