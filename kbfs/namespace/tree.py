@@ -43,7 +43,6 @@ from kbfs.namespace.nodes import (
     NodeType,
     doom_key,
     file_key,
-    id_key,
     is_doomed,
     is_staging,
     same_file,
@@ -291,10 +290,8 @@ class Namespace:
         file is adopted or removed by the next upload of its name or the retry loop; until
         then it is not shown (it would show a version the user replaced, moved or removed,
         or a duplicate ``name (#id)``)."""
-        if not state.lost or doom_key(record) in state.ours or file_key(record) in state.ours:
-            return False
-        if id_key(record) in state.ours:
-            return False  # an upload of ours that was known by id only (provisional)
+        if not state.lost or is_doomed(state.ours, record):
+            return False  # an upload of ours (known by version, or by id only: provisional)
         holder = self.inodes.by_key(file_key(record))
         if holder is not None and holder.pending is not None:
             return False  # the version a pending save replaces: shown until then
