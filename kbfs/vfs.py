@@ -455,10 +455,10 @@ class Vfs:
         await self.flush(fh)
         node = self.handle(fh).node
         if self.config.writeback and node.pending is not None and not node.discarded:
-            await self.uploader.waited_for_upload(node)  # a background upload under way
-            await self.uploader.upload(node)  # still not there: now, and its error if any
-            if node.pending is not None and node.pending.dirty and node.pending.too_large:
-                raise FsError(node.pending.last_error or "too large", errno.EFBIG)
+            # Waits for a background upload under way (its locks); if the content is still
+            # not on the server, sends it now and fails with its error. (A file cut off at
+            # max_file_size failed in flush() already.)
+            await self.uploader.upload(node)
 
     async def sync_all(self, timeout: float) -> list[tuple[str, str]]:
         """``kbfs sync``: see kbfs.upload.writeback."""
