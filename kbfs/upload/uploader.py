@@ -50,7 +50,7 @@ from kbfs.storage.held import HeldCopies
 from kbfs.storage.spool import PendingFile, Spool, digest
 from kbfs.upload.guard import ReleaseGuard
 from kbfs.upload.journal import CleanupQueue
-from kbfs.upload.lost import LostCreates
+from kbfs.upload.lost import Attempt, LostCreates
 from kbfs.upload.newrecords import NewRecords
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class Sending:
     version: int  # the content's version when it was prepared
     sha256: str
     created: FileRecord | None  # the new file's record, once known
-    attempt: tuple[float, int, None] | None = None  # the create under way, as written down
+    attempt: Attempt | None = None  # the create under way, as written down
 
 
 class Uploader:
