@@ -100,6 +100,10 @@ class Mover:
             # The file about to be replaced is being uploaded (a write-back batch, the retry
             # pass): replaced now, that upload would still end as a file at that name.
             return False
+        if await self.uploader.waited_for_upload(node):
+            # So is the source (a close elsewhere, a write-back batch, the retry pass): moved
+            # now, that upload would put it under the old name and remove what it replaces.
+            return False
         scratch_name = self.ns.is_local_name(name_new)
         if not scratch_name:
             # A scratch copy of a server file gets a real name again: it supersedes the file.
@@ -121,11 +125,8 @@ class Mover:
                 self.uploader.settle(target)
             self.spool.describe(node.pending, dst_dir.container, name_new, node.record, node.stale)
             return True
-        # An upload of the source running meanwhile (a close elsewhere, the retry loop) would
-        # put the content under the old name too, and a write would be lost: hold its lock.
-        # If one is running now, wait for it and start over: it changes what both names show.
-        if await self.uploader.waited_for_upload(node):
-            return False
+        # Hold the source's lock while its content is uploaded at the target: an upload of
+        # it starting meanwhile would put the content under the old name too.
         pending = node.pending
         if pending is None:
             await self._move_locked(node, dst_dir, name_new, target)

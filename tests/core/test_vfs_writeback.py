@@ -173,3 +173,31 @@ async def test_opening_with_o_trunc_while_the_upload_settles_the_file(make_rig: 
     rig.vfs.release(opened[0])
     assert await rig.vfs.sync_all(10) == []
     assert rig.kb.contents(rig.tasks) == {"a.txt": b"second"}
+
+
+async def test_moving_a_closed_file_still_counted_open_while_its_upload_runs(
+    make_rig: RigFactory,
+) -> None:
+    """``cp d.bin`` returned (handed over; the kernel's release not in yet, so a writer is
+    still counted) and its background upload is on the wire when ``mv d.bin a.txt`` comes:
+    the move must not take the open-file shortcut under that upload, which would end as a
+    file d.bin on the server and remove a.txt, and the moved file would vanish."""
+    rig = await writeback_rig(make_rig)
+    await rig.ls(rig.tasks)
+    await rig.save(rig.tasks, "a.txt", b"old a")
+    assert await rig.vfs.sync_all(10) == []
+    d = await rig.dir(rig.tasks)
+    gate = rig.kb.gate("create_file")
+    handle = await rig.vfs.create(d, "d.bin", WRITE_NEW)
+    await rig.vfs.write(handle.fh, 0, b"new content")
+    await rig.vfs.flush(handle.fh)  # close() returned; no release yet
+    await gate.reached.wait()  # d.bin's upload is on the wire
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rig.vfs.rename, d, "d.bin", d, "a.txt", 0)
+        await trio.sleep(0.05)
+        gate.release()
+    rig.vfs.release(handle.fh)
+    assert await rig.vfs.sync_all(10) == []
+    assert rig.kb.contents(rig.tasks) == {"a.txt": b"new content"}
+    assert await rig.ls(rig.tasks) == ["a.txt"]
+    assert await rig.read(rig.tasks, "a.txt") == b"new content"
