@@ -290,7 +290,7 @@ class Namespace:
         file is adopted or removed by the next upload of its name or the retry loop; until
         then it is not shown (it would show a version the user replaced, moved or removed,
         or a duplicate ``name (#id)``)."""
-        if not state.lost or is_doomed(state.ours, record):
+        if not state.lost or state.is_ours(record):
             return False  # an upload of ours (known by version, or by id only: provisional)
         holder = self.inodes.by_key(file_key(record))
         if holder is not None and holder.pending is not None:
@@ -423,7 +423,7 @@ class Namespace:
         if old is not None:
             state.note_remove(old)
         state.note_add(record)
-        state.ours.add(doom_key(record))
+        state.note_ours(record)
         if state.local.get(node.name) == node.ino:  # never another file's entry
             del state.local[node.name]
         self.rebuild(container)

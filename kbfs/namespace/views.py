@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from kbfs.client.models import FileRecord
-from kbfs.namespace.nodes import file_key, id_key, same_file
+from kbfs.namespace.nodes import doom_key, file_key, id_key, same_file
 
 # One lost create: (name, wall-clock time sent, size, sha256 or None).
 LostEntry = tuple[str, float, int, str | None]
@@ -35,7 +35,10 @@ class ContainerDir:
     # Creates whose answer was lost (name, time sent, size, sha256 or None): they may have
     # made a file. Resolved before the next upload of that name, or swept by the retry loop.
     lost: list[LostEntry] = field(default_factory=list)
-    ours: set[tuple[object, ...]] = field(default_factory=set)  # versions we uploaded
+    # Versions this mount uploaded and has not removed, by doom_key() (by id while known by
+    # id only): never taken for a lost create's copy. A removed one leaves: its id may be
+    # reused, by the very create whose answer is lost.
+    ours: dict[tuple[object, ...], FileRecord] = field(default_factory=dict)
     # This mount's own changes, numbered: a listing requested before a change and answered
     # after it must not undo it (an upload vanishing, a removed file coming back).
     generation: int = 0
@@ -55,6 +58,14 @@ class ContainerDir:
         self.doomed.discard(file_key(record))
         self.doomed.discard(id_key(record))
 
+    def note_ours(self, record: FileRecord) -> None:
+        self.ours[doom_key(record)] = record
+
+    def is_ours(self, record: FileRecord) -> bool:
+        """Whether the listed ``record`` is a version this mount uploaded (and still has)."""
+        known = self.ours.get(file_key(record)) or self.ours.get(id_key(record))
+        return known is not None and same_file(record, known)
+
     def note_add(self, record: FileRecord) -> None:
         self.records[record.id] = record
         self._log(record, record.id, None)
@@ -66,6 +77,10 @@ class ContainerDir:
         current = self.records.get(record.id)
         if current is not None and same_file(current, record):
             del self.records[record.id]
+        for key in (file_key(record), id_key(record)):
+            known = self.ours.get(key)
+            if known is not None and (same_file(record, known) or same_file(known, record)):
+                del self.ours[key]
         self._log(None, record.id, record)
 
     def _log(self, added: FileRecord | None, file_id: int, removed: FileRecord | None) -> None:

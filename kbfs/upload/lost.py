@@ -19,7 +19,7 @@ import trio
 from kbfs.client.errors import KanboardError
 from kbfs.client.models import Container, FileRecord
 from kbfs.client.protocol import KanboardAPI
-from kbfs.namespace.nodes import Node, file_key, id_key
+from kbfs.namespace.nodes import Node, file_key, is_doomed, same_file
 from kbfs.namespace.tree import Namespace
 from kbfs.storage.spool import PendingFile, digest
 from kbfs.upload.journal import CleanupQueue
@@ -71,9 +71,20 @@ class LostCreates:
             return None
         if records is None:
             records = await self.client.list_files(container)
-        keep = set(state.ours)
-        if node is not None and node.record is not None:
-            keep.add(file_key(node.record))
+        known = node.record if node is not None else None
+        taken: set[tuple[object, ...]] = set()
+
+        def not_ours(r: FileRecord) -> bool:
+            # Our own uploads (still ours: a removed one's id may be the lost create's),
+            # the version the node stands for, files taken by a newer attempt, and versions
+            # whose removal is due are no lost copies.
+            return not (
+                state.is_ours(r)
+                or (known is not None and same_file(r, known))
+                or file_key(r) in taken
+                or is_doomed(state.doomed, r)
+            )
+
         current: str | None = None
         adopt = None
         for _name, started, lost_size, lost_digest in sorted(entries, key=lambda e: -e[1]):
@@ -83,13 +94,12 @@ class LostCreates:
                 if r.name == name
                 and r.size == lost_size
                 and r.date >= int(started) - 1
-                and file_key(r) not in keep
-                and id_key(r) not in keep
+                and not_ours(r)
             ]
             if not candidates:
                 continue
             found = max(candidates, key=lambda r: (r.date, r.id))
-            keep.add(file_key(found))
+            taken.add(file_key(found))
             same = pending is not None and lost_size == size
             if same and lost_digest is not None:
                 assert pending is not None

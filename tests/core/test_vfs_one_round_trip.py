@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from kbfs.errors import FsError
 from kbfs.namespace.nodes import is_provisional
 
 try:
@@ -156,3 +157,26 @@ async def test_a_quick_second_save_asks_the_exact_second_instead_of_waiting_long
     assert rig.kb.count("get_file") == gets + 2
     assert rig.kb.server_clock.waited == pytest.approx(0.75)  # to 1_800_000_001, not one more
     assert rig.kb.contents(rig.tasks) == {"a.txt": b"second"}
+
+
+async def test_a_removed_upload_leaves_its_id_free_for_a_lost_create(
+    make_rig: RigFactory,
+) -> None:
+    """An upload known by id only is removed; the next create, whose answer is lost, gets
+    that id (ids are reused). The removed upload is no longer this mount's: the lost create's
+    file must be found and adopted, not sent again beside it (nor left as a copy)."""
+    rig = await make_rig()
+    await rig.ls(rig.tasks)
+    await rig.save(rig.tasks, "gone.txt", b"short-lived")
+    _, record = await node_record(rig, "gone.txt")
+    assert record is not None and is_provisional(record)
+    await rig.vfs.unlink(await rig.dir(rig.tasks), "gone.txt")
+    rig.kb.lose_answer("create_file")
+    with pytest.raises(FsError):
+        await rig.save(rig.tasks, "doc.txt", b"arrived anyway")
+    assert [r.id for r in rig.kb.records(rig.tasks)] == [record.id]  # the id, reused
+    assert await rig.vfs.sync_all(10) == []  # kbfs sync: the upload, now
+    assert rig.kb.count("create_file") == 2  # nothing sent again
+    assert rig.kb.contents(rig.tasks) == {"doc.txt": b"arrived anyway"}
+    assert rig.pending_paths() == []
+    assert await rig.ls(rig.tasks) == ["doc.txt"]
