@@ -23,14 +23,15 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from kbfs.client.models import FileRecord
 from kbfs.errors import Exists, InvalidArgument, IsADirectory, NoEntry, NotPermitted
 from kbfs.namespace import moves
 from kbfs.namespace.names import check_upload_name
-from kbfs.namespace.nodes import Node, NodeType, id_text
+from kbfs.namespace.nodes import Node, NodeType, id_text, same_file
 from kbfs.namespace.tree import Namespace
 from kbfs.remote.refresher import Refresher
 from kbfs.storage.contentcache import ContentCache
-from kbfs.storage.spool import Spool
+from kbfs.storage.spool import PendingFile, Spool
 from kbfs.upload.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ class Mover:
         source_gone = source is not None and not self.uploader.queue.is_queued(
             src_container, source
         )
+        target_pending = target.pending if target is not None else None
         old, staged = moves.complete_move(
             self.ns, node, stage, dst_dir, target, source_gone=source_gone
         )
@@ -187,6 +189,37 @@ class Mover:
             self.spool.release_data(node.pending)
         if staged is not None:  # not settled yet: its bytes are the new content
             self.content.adopt(record, self.spool.release_data(staged))
+        if target is not None:
+            await self._supersede_late_upload(target, target_pending, replaced, record)
+
+    async def _supersede_late_upload(
+        self,
+        target: Node,
+        target_pending: PendingFile | None,
+        replaced: FileRecord | None,
+        record: FileRecord,
+    ) -> None:
+        """The replaced file's own unsaved content may have been uploaded while the move's
+        upload was under way (the retry pass, a write-back batch: the name's lock is free
+        between the move's create and its end). The move replaces that version too: it goes,
+        as the version the move was set to replace does. An upload of it still in flight
+        ends first (the target is replaced now: no new one starts)."""
+        if target_pending is not None and target_pending.lock.locked():
+            async with target_pending.lock:
+                pass
+        late = target.record
+        if (
+            late is None
+            or late.id == record.id
+            or (replaced is not None and same_file(late, replaced))
+        ):
+            return
+        log.info(
+            "%s: removing file %d, an upload of the file the move replaced",
+            self.ns.path_of(target),
+            late.id,
+        )
+        await self.uploader.supersede(target, [(target.container, late)])
 
 
 def _size_or_zero(path: Path) -> int:

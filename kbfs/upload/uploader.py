@@ -346,7 +346,13 @@ class Uploader:
             self.spool.release_data(pending)  # the description is no longer needed
         return replaced
 
-    async def _remove_superseded(self, node: Node, replaced: list[Placed]) -> None:
+    async def supersede(self, node: Node | None, replaced: list[Placed]) -> None:
+        """Remove server versions superseded outside an upload of their own (a move that
+        replaced a file whose upload ended meanwhile): journalled, hidden, looked at first."""
+        self.queue.begin(replaced)
+        await self._remove_superseded(node, replaced)
+
+    async def _remove_superseded(self, node: Node | None, replaced: list[Placed]) -> None:
         """Each superseded version is looked at (get*File) before it is removed, even one the
         latest listing shows: another client may have removed it since and made a new file
         that got its id (ids are reused, kanboard-api §7), and removing that would lose

@@ -220,3 +220,34 @@ async def test_the_retry_pass_leaves_a_move_in_progress_alone(rig: Rig) -> None:
     assert await rig.ls(rig.tasks) == ["a.txt"]
     assert rig.kb.contents(rig.tasks) == {"a.txt": b"source"}
     assert rig.kb.count("create_file") == 3
+
+
+async def test_an_upload_of_the_target_ending_during_the_move_is_superseded_too(
+    rig: Rig,
+) -> None:
+    """``mv c.txt d.bin`` while d.bin holds unsaved content whose upload (the retry pass, a
+    write-back batch) starts once the move's own create let go of the name: that upload
+    made a version of d.bin too, which the move replaces: it must go as well (found by the
+    write-back stress run: two d.bin on the server)."""
+    await rig.save(rig.tasks, "d.bin", b"old target")
+    await rig.save(rig.tasks, "c.txt", b"source")
+    rig.kb.fail("create_file", TransportError("connection refused"))
+    await raises_errno(errno.EIO, rig.save(rig.tasks, "d.bin", b"unsaved target"))
+    d = await rig.dir(rig.tasks)
+    gate = rig.kb.gate("create_file")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rig.vfs.rename, d, "c.txt", d, "d.bin", 0)
+        await gate.reached.wait()  # the move's create, under the name's lock
+        nursery.start_soon(rig.vfs.sync_all, 10)  # uploads d.bin once the lock is free
+        await trio.sleep(0.05)
+        looked = rig.kb.gate("get_file")  # the move then looks at what it supersedes
+        gate.release()
+        await looked.reached.wait()
+        with trio.move_on_after(5):
+            while rig.kb.count("create_file") < 5:  # d.bin's own upload went through
+                await trio.sleep(0.01)
+        looked.release()
+    assert rig.kb.count("create_file") == 5, "the target's upload did not run"
+    assert rig.kb.contents(rig.tasks) == {"d.bin": b"source"}
+    assert await rig.ls(rig.tasks) == ["d.bin"]
+    assert await rig.read(rig.tasks, "d.bin") == b"source"
