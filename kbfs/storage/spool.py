@@ -72,6 +72,9 @@ class PendingFile:
     refused: str | None = None
     recovered_copy: str | None = None
     conflict: bool = False  # the server got a newer version meanwhile: recover, never show
+    # The version a write-back close() acknowledged (kbfs.upload.writeback): until it is on
+    # the server, a new writer waits for its upload instead of changing those bytes.
+    handed_over: int = -1
     description: dict[str, Any] | None = None  # the record last written by Spool.describe
 
     @property

@@ -93,6 +93,7 @@ class WriteBack:
                     check_storable(pending, name, size)
                 up.spool.describe(pending, container, name, node.record, node.stale)
                 up.spool.sync(pending)
+                pending.handed_over = pending.version
             except Exception as exc:
                 up.failed(node, pending, container, name, exc)
         if sent and size > 0:
@@ -125,6 +126,24 @@ class WriteBack:
                 why = "still open for writing" if node.writers else "not uploaded yet"
             left.append((self.ns.path_of(node), why))
         return left
+
+    async def before_change(self, node: Node) -> None:
+        """A new writer (an open for writing, a truncate) comes to content a close() handed
+        over and that is not on the server yet: it is uploaded first, or the change fails
+        with the upload's error. Changed in place, those acknowledged bytes would be gone if
+        the new writer's save then failed or the machine crashed before it (the default
+        mode keeps the server's version in that case; so does this). One round trip, only
+        for a file rewritten before its upload ran."""
+        pending = node.pending
+        if (
+            pending is None
+            or node.discarded
+            or not pending.dirty
+            or pending.handed_over != pending.version
+            or not self._uploadable(node)
+        ):
+            return
+        await self.uploader.upload(node)
 
     def _uploadable(self, node: Node) -> bool:
         pending = node.pending

@@ -201,3 +201,26 @@ async def test_moving_a_closed_file_still_counted_open_while_its_upload_runs(
     assert rig.kb.contents(rig.tasks) == {"a.txt": b"new content"}
     assert await rig.ls(rig.tasks) == ["a.txt"]
     assert await rig.read(rig.tasks, "a.txt") == b"new content"
+
+
+async def test_rewriting_a_file_before_its_upload_ran_uploads_it_first(
+    make_rig: RigFactory,
+) -> None:
+    """``cp`` twice to one name, the first copy still queued (the queue busy elsewhere) when
+    the second open(O_TRUNC) comes: the first close() was acknowledged, so its bytes reach
+    the server before the second writer may destroy them (a crash, or a failed second save,
+    would otherwise leave nothing: found by the write-back stress run with a kill -9)."""
+    rig = await writeback_rig(make_rig)
+    await rig.ls(rig.tasks)
+    busy = rig.kb.gate("create_file")
+    await rig.save(rig.tasks, "big.bin", b"x" * (2 << 20))  # a single upload, held
+    await busy.reached.wait()
+    await rig.save(rig.tasks, "a.txt", b"first")  # queued behind it
+    assert "a.txt" not in rig.kb.contents(rig.tasks)
+    await rig.vfs.open(await rig.ino(f"{rig.path(rig.tasks)}/a.txt"), WRITE_NEW)
+    assert rig.kb.contents(rig.tasks)["a.txt"] == b"first"
+    rig.crash()  # the second writer never finishes
+    again = await rig.remount(writeback=True)
+    busy.release()
+    assert await again.vfs.sync_all(10) == []
+    assert rig.kb.contents(rig.tasks) == {"a.txt": b"first", "big.bin": b"x" * (2 << 20)}
