@@ -5,8 +5,8 @@ failed, content Kanboard cannot hold, a file cut off at ``max_file_size``), writ
 entry down and fsyncs it, and hands the file to this queue; the uploads run in the background.
 Small files go several per JSON-RPC batch (``create*File`` calls in one request: one round
 trip for up to BATCH_FILES files), larger ones one per request, a few at once. Uploads of one
-name never overlap (the uploader's name locks), and a file whose name is locked right now
-waits for the next round.
+name never overlap (the uploader's name locks), and a file whose name is being uploaded or
+locked right now waits until it is free; other files do not wait for it.
 
 Nothing is lost or hidden on the way: the spool entry is what a crash leaves (the next mount
 uploads it, as in the default mode); a failed upload is retried by the background pass with
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -44,6 +43,9 @@ BATCH_BYTES = 4 << 20
 SMALL_FILE = 1 << 20
 #: Requests under way at once (batches and single uploads).
 PARALLEL = 4
+#: How long closes may pause before what is queued goes (s), and the longest wait for more.
+GATHER_QUIET = 0.02
+GATHER_MAX = 0.2
 
 
 class WriteBack:
@@ -57,7 +59,10 @@ class WriteBack:
         self.uploader = uploader
         self.ns = uploader.ns
         self._queue: dict[int, Node] = {}
-        self._sending: set[int] = set()
+        self._sending: dict[int, tuple[Container, str]] = {}  # inode -> the name it goes to
+        self._names: set[tuple[Container, str]] = set()  # names being uploaded now
+        self._requests = 0  # requests under way (at most PARALLEL)
+        self._last_submit = 0.0  # trio time of the last close handed over
         self._wake = trio.Event()
         self._settled = trio.Event()
         self._settled.set()
@@ -68,6 +73,7 @@ class WriteBack:
         """``node``'s content is in the spool, fsync'ed: upload it in the background."""
         self._queue.pop(node.ino, None)
         self._queue[node.ino] = node
+        self._last_submit = trio.current_time()
         self._settled = trio.Event() if self._settled.is_set() else self._settled
         self._wake.set()
 
@@ -171,83 +177,101 @@ class WriteBack:
     # ------------------------------------------------------------------ the task
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Upload what is queued, round after round, until cancelled (unmount)."""
-        limiter = trio.CapacityLimiter(PARALLEL)
-        task_status.started()
-        while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
-            while self._queue:
+        """Upload what is queued until cancelled (unmount). A request starts as soon as one of
+        the PARALLEL slots is free, with what is queued then (full batches when the server is
+        slow); a large file or a wait for the server's next second holds up its own name and
+        its slot only, not the files queued behind it."""
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                await self._gather()
                 try:
-                    await self._round(limiter)
+                    self._dispatch(nursery)
                 except Exception:  # never let it end the mount; the retry pass takes over
-                    log.exception("write-back round failed unexpectedly")
-                # A moment for more closes to queue up (and for a name locked by a move or
-                # an fsync to come free): fewer, fuller batches.
-                await trio.sleep(0.02)
-            if not self._sending:
-                self._settled.set()
+                    log.exception("write-back dispatch failed unexpectedly")
+                if not self._queue and not self._sending:
+                    self._settled.set()
 
-    async def _round(self, limiter: trio.CapacityLimiter) -> None:
-        """Send everything queued now: small files in batches, the rest one by one."""
-        batches: list[list[Node]] = [[]]
-        singles: list[Node] = []
+    async def _gather(self) -> None:
+        """Let closes that follow each other queue up before a request goes (fewer, fuller
+        batches: each request costs the server a whole PHP bootstrap): until a batch is full,
+        closes pause for GATHER_QUIET, or GATHER_MAX has passed. Also gives a name locked
+        by a move or an fsync a moment to come free."""
+        deadline = trio.current_time() + GATHER_MAX
+        while len(self._queue) < BATCH_FILES:
+            now = trio.current_time()
+            quiet = now - self._last_submit
+            if quiet >= GATHER_QUIET or now >= deadline:
+                return
+            await trio.sleep(min(GATHER_QUIET - quiet, deadline - now))
+
+    def _dispatch(self, nursery: trio.Nursery) -> None:
+        """Start requests for what is queued, as many as there are free slots: small files
+        in batches, larger ones one per request, one upload per name at a time, in order."""
+        requests: list[list[Node]] = []
+        batch: list[Node] | None = None  # the batch small files still go into
         size = 0
-        names: set[tuple[object, str]] = set()
-        later: list[Node] = []
+        waiting: set[tuple[Container, str]] = set()  # names left queued: later ones wait too
         for node in list(self._queue.values()):
-            del self._queue[node.ino]
             pending = node.pending
             if pending is None or node.discarded or not pending.dirty:
-                continue  # uploaded meanwhile (fsync), removed, or nothing to send
+                del self._queue[node.ino]  # uploaded meanwhile (fsync), removed, or clean
+                continue
             # A writer still counted is no reason to wait: its close() handed this content
             # over (the kernel's release of a closed file often comes after close()
             # returned), and without write-back that close would have uploaded it already.
             key = (node.container, self.ns.server_name(node))
-            if key in names:
-                later.append(node)  # one upload per name at a time, in order
+            if key in self._names or key in waiting:
+                waiting.add(key)  # after the upload of that name under way or queued first
                 continue
-            names.add(key)
-            self._sending.add(node.ino)
             n = pending.size_or_zero()
-            if n > SMALL_FILE:
-                singles.append(node)
+            small = n <= SMALL_FILE
+            fits = (
+                small and batch is not None and len(batch) < BATCH_FILES and size + n <= BATCH_BYTES
+            )
+            if not fits and self._requests + len(requests) >= PARALLEL:
+                waiting.add(key)  # no free slot for a new request: the next one takes it
                 continue
-            batch = batches[-1]
-            if len(batch) >= BATCH_FILES or (batch and size + n > BATCH_BYTES):
-                batch = []
-                batches.append(batch)
-                size = 0
-            batch.append(node)
-            size += n
+            del self._queue[node.ino]
+            self._names.add(key)
+            self._sending[node.ino] = key
+            if fits:
+                assert batch is not None
+                batch.append(node)
+                size += n
+                continue
+            requests.append([node])
+            if small:
+                batch, size = requests[-1], n
+        for nodes in requests:
+            self._requests += 1
+            nursery.start_soon(self._request, nodes)
+
+    async def _request(self, nodes: list[Node]) -> None:
         try:
-            async with trio.open_nursery() as nursery:
-                for batch in batches:
-                    if len(batch) == 1:
-                        singles.append(batch[0])
-                    elif batch:
-                        nursery.start_soon(self._limited, limiter, self._batch, batch)
-                for node in singles:
-                    nursery.start_soon(self._limited, limiter, self._single, node)
+            if len(nodes) == 1:
+                await self._single(nodes)
+            else:
+                await self._batch(nodes)
+        except Exception:  # never let it end the mount; the retry pass takes over
+            log.exception("a write-back upload failed unexpectedly")
         finally:
-            self._sending.clear()
-            for node in later:
-                self._queue[node.ino] = node
+            self._requests -= 1
+            for node in nodes:
+                key = self._sending.pop(node.ino, None)
+                if key is not None:
+                    self._names.discard(key)
+            self._wake.set()  # a slot and names are free: what waited goes now
 
-    @staticmethod
-    async def _limited(
-        limiter: trio.CapacityLimiter, send: Callable[..., Awaitable[None]], *args: object
-    ) -> None:
-        async with limiter:
-            await send(*args)
-
-    async def _single(self, node: Node) -> None:
+    async def _single(self, nodes: list[Node]) -> None:
         with contextlib.suppress(FsError):  # logged, kept in the spool, retried
-            await self.uploader.upload(node)
+            await self.uploader.upload(nodes[0])
 
     async def _batch(self, nodes: list[Node]) -> None:
         """Upload ``nodes`` with one batch request, under their locks (taken without waiting:
-        a name being uploaded or moved right now is left for the next round)."""
+        a name being uploaded or moved right now is queued again)."""
         up = self.uploader
         finished: list[tuple[Node, list[Placed]]] = []
         failures: list[tuple[Sending | Node, BaseException]] = []

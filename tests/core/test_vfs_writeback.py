@@ -83,7 +83,7 @@ async def test_a_batch_whose_answer_is_lost_makes_no_duplicates(make_rig: RigFac
     assert sorted(await rig.ls(rig.tasks)) == [f"f{i}.txt" for i in range(5)]
     # One listing told which files of the batch exist (all of them): nothing sent again.
     assert rig.kb.count("list_files") == listings + 1
-    assert rig.kb.count("create_file", "create_files") == 2  # the single first, the batch
+    assert rig.kb.count("create_file", "create_files") <= 2  # nothing sent twice
 
 
 async def test_a_batch_that_fails_whole_is_retried(make_rig: RigFactory) -> None:
@@ -224,3 +224,28 @@ async def test_rewriting_a_file_before_its_upload_ran_uploads_it_first(
     busy.release()
     assert await again.vfs.sync_all(10) == []
     assert rig.kb.contents(rig.tasks) == {"a.txt": b"first", "big.bin": b"x" * (2 << 20)}
+
+
+async def test_a_slow_upload_holds_up_only_its_own_name(make_rig: RigFactory) -> None:
+    """A large file on the wire (or a name waiting for the server's next second) must not
+    keep the files closed after it from their uploads: requests start as soon as a slot and
+    the file's name are free."""
+    rig = await writeback_rig(make_rig)
+    await rig.ls(rig.tasks)
+    slow = rig.kb.gate("create_file")
+    await rig.save(rig.tasks, "big.bin", b"x" * (2 << 20))
+    await slow.reached.wait()
+    for i in range(3):
+        await rig.save(rig.tasks, f"small{i}.txt", f"small {i}".encode())
+    with trio.move_on_after(5):
+        while len(rig.kb.contents(rig.tasks)) < 3:
+            await trio.sleep(0.01)
+    assert rig.kb.contents(rig.tasks) == {f"small{i}.txt": f"small {i}".encode() for i in range(3)}
+    slow.release()
+    assert await rig.vfs.sync_all(10) == []
+    assert sorted(rig.kb.contents(rig.tasks)) == [
+        "big.bin",
+        "small0.txt",
+        "small1.txt",
+        "small2.txt",
+    ]
