@@ -110,25 +110,16 @@ def kernel_stacks(pid: int) -> str:
     return "\n".join(out)
 
 
-# Write-back with a kill -9 runs only long (-m stress): it failed once in about 20 short runs,
-# and the cause is not found yet (issue 14's note); every other variant runs short every time.
 VARIANTS = [
-    pytest.param(False, (), length.values[0], id=f"faults-{name}", marks=length.marks)
-    for length, name in zip(LENGTHS, ("short", "long"), strict=True)
-] + [
-    pytest.param(True, (), length.values[0], id=f"faults-and-kill-9-{name}", marks=length.marks)
-    for length, name in zip(LENGTHS, ("short", "long"), strict=True)
-] + [
-    pytest.param(
-        False, ("writeback",), length.values[0], id=f"writeback-faults-{name}", marks=length.marks
+    pytest.param(crash, mode, length.values[0], id=f"{label}-{name}", marks=length.marks)
+    for crash, mode, label in (
+        (False, (), "faults"),
+        (True, (), "faults-and-kill-9"),
+        (False, ("writeback",), "writeback-faults"),
+        (True, ("writeback",), "writeback-faults-and-kill-9"),
     )
     for length, name in zip(LENGTHS, ("short", "long"), strict=True)
-] + [
-    pytest.param(
-        True, ("writeback",), DURATION, id="writeback-faults-and-kill-9-long",
-        marks=pytest.mark.stress,
-    )
-]  # fmt: skip
+]
 
 
 @pytest.mark.timeout(300 + 2 * max(SHORT, DURATION))
