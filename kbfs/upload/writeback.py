@@ -36,6 +36,9 @@ from kbfs.upload.uploader import Sending, Uploader, check_storable, may_have_cre
 
 log = logging.getLogger(__name__)
 
+Name = tuple[Container, str]  # where a file is uploaded to
+Request = tuple[list[Node], list[Name]]  # the files of one request, and their names
+
 #: Most files in one batch request, and most content bytes (see the module docstring).
 BATCH_FILES = 20
 BATCH_BYTES = 4 << 20
@@ -59,8 +62,10 @@ class WriteBack:
         self.uploader = uploader
         self.ns = uploader.ns
         self._queue: dict[int, Node] = {}
-        self._sending: dict[int, tuple[Container, str]] = {}  # inode -> the name it goes to
-        self._names: set[tuple[Container, str]] = set()  # names being uploaded now
+        # Inode -> how many requests under way hold it (a file renamed and closed again
+        # while its first upload ends can be in two: each request lets go of its own names).
+        self._sending: dict[int, int] = {}
+        self._names: set[Name] = set()  # names being uploaded now
         self._requests = 0  # requests under way (at most PARALLEL)
         self._last_submit = 0.0  # trio time of the last close handed over
         self._wake = trio.Event()
@@ -210,10 +215,10 @@ class WriteBack:
     def _dispatch(self, nursery: trio.Nursery) -> None:
         """Start requests for what is queued, as many as there are free slots: small files
         in batches, larger ones one per request, one upload per name at a time, in order."""
-        requests: list[list[Node]] = []
-        batch: list[Node] | None = None  # the batch small files still go into
+        requests: list[Request] = []
+        batch: Request | None = None  # the batch small files still go into
         size = 0
-        waiting: set[tuple[Container, str]] = set()  # names left queued: later ones wait too
+        waiting: set[Name] = set()  # names left queued: later files of them wait too
         for node in list(self._queue.values()):
             pending = node.pending
             if pending is None or node.discarded or not pending.dirty:
@@ -229,27 +234,32 @@ class WriteBack:
             n = pending.size_or_zero()
             small = n <= SMALL_FILE
             fits = (
-                small and batch is not None and len(batch) < BATCH_FILES and size + n <= BATCH_BYTES
+                small
+                and batch is not None
+                and len(batch[0]) < BATCH_FILES
+                and size + n <= BATCH_BYTES
             )
             if not fits and self._requests + len(requests) >= PARALLEL:
                 waiting.add(key)  # no free slot for a new request: the next one takes it
                 continue
             del self._queue[node.ino]
             self._names.add(key)
-            self._sending[node.ino] = key
+            self._sending[node.ino] = self._sending.get(node.ino, 0) + 1
             if fits:
                 assert batch is not None
-                batch.append(node)
+                batch[0].append(node)
+                batch[1].append(key)
                 size += n
                 continue
-            requests.append([node])
+            requests.append(([node], [key]))
             if small:
                 batch, size = requests[-1], n
-        for nodes in requests:
+        for nodes, keys in requests:
             self._requests += 1
-            nursery.start_soon(self._request, nodes)
+            nursery.start_soon(self._request, nodes, keys)
 
-    async def _request(self, nodes: list[Node]) -> None:
+    async def _request(self, nodes: list[Node], keys: list[Name]) -> None:
+        """One request (a batch, or one file); then its slot and its names are free."""
         try:
             if len(nodes) == 1:
                 await self._single(nodes)
@@ -259,10 +269,11 @@ class WriteBack:
             log.exception("a write-back upload failed unexpectedly")
         finally:
             self._requests -= 1
+            self._names.difference_update(keys)
             for node in nodes:
-                key = self._sending.pop(node.ino, None)
-                if key is not None:
-                    self._names.discard(key)
+                held = self._sending.pop(node.ino, 1) - 1
+                if held:
+                    self._sending[node.ino] = held
             self._wake.set()  # a slot and names are free: what waited goes now
 
     async def _single(self, nodes: list[Node]) -> None:

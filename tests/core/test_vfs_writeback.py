@@ -249,3 +249,30 @@ async def test_a_slow_upload_holds_up_only_its_own_name(make_rig: RigFactory) ->
         "small1.txt",
         "small2.txt",
     ]
+
+
+async def test_a_file_renamed_while_its_upload_ends_leaves_both_names_free(
+    make_rig: RigFactory,
+) -> None:
+    """a.txt's upload is ending (removing the version it replaced) when the file, written
+    again and still open, is renamed to b.txt and queued under that name: when the first
+    upload ends, both names must be free for later uploads (found by the write-back stress
+    run: a name stayed taken, and every later save of it waited forever)."""
+    rig = await writeback_rig(make_rig)
+    await rig.save(rig.tasks, "a.txt", b"v0")
+    assert await rig.vfs.sync_all(10) == []
+    rig.kb.dates.advance(2)  # v0's second is past: the next save asks nothing before it
+    d = await rig.dir(rig.tasks)
+    looked = rig.kb.gate("get_file")  # the first upload, ending: looking at what it replaces
+    await rig.save(rig.tasks, "a.txt", b"v1")
+    await looked.reached.wait()
+    handle = await rig.vfs.open(await rig.ino(f"{rig.path(rig.tasks)}/a.txt"), WRITE_NEW)
+    await rig.vfs.write(handle.fh, 0, b"v2")
+    await rig.vfs.flush(handle.fh)  # queued again; still open
+    await rig.vfs.rename(d, "a.txt", d, "b.txt", 0)
+    await trio.sleep(0.5)  # b.txt's upload goes meanwhile
+    looked.release()
+    rig.vfs.release(handle.fh)
+    await rig.save(rig.tasks, "a.txt", b"v3")
+    assert await rig.vfs.writeback.settled(5), "a name stayed taken"
+    assert rig.kb.contents(rig.tasks) == {"a.txt": b"v3", "b.txt": b"v2"}
