@@ -3,6 +3,7 @@ built-in server over HTTP, real tools against the mount point, and a clean unmou
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -208,3 +209,20 @@ def kbfs_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def unsent(state: Path) -> list[str]:
+    """The spool descriptions of content still to upload under a state dir: not empty and
+    not refused for good (kept local-only by design). The mount works on meanwhile: an entry
+    whose upload ends during the scan (its files removed) is simply not listed."""
+    out = []
+    for meta in state.rglob("spool/*.json"):
+        try:
+            if meta.with_suffix(".data").stat().st_size == 0:
+                continue
+            text = meta.read_text()
+        except FileNotFoundError:
+            continue
+        if not json.loads(text).get("refused"):
+            out.append(text)
+    return out

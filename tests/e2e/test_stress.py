@@ -10,7 +10,6 @@ unless KBFS_STRESS_SEED gives it, and a failing run prints it (``fault seed N``)
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -24,7 +23,7 @@ from tests.e2e.helpers import STRESS_LENGTHS as LENGTHS
 from tests.e2e.helpers import STRESS_SECONDS as DURATION
 from tests.e2e.helpers import STRESS_SEED as FAULT_SEED
 from tests.e2e.helpers import STRESS_SHORT as SHORT
-from tests.e2e.helpers import Mounted, Mounter
+from tests.e2e.helpers import Mounted, Mounter, unsent
 
 WORKERS = int(os.environ.get("KBFS_STRESS_WORKERS", "4"))
 NAMES = ["a.txt", "b.txt", "c.txt", "d.bin"]
@@ -178,16 +177,10 @@ def test_random_faults_lose_nothing(  # type: ignore[no-untyped-def]
     # (An empty file stays in this mount only, by design: a cp cut short by the kill leaves one;
     # so does content the server refused for good, as a local-only file copied to the
     # recovery folder.)
-    spool_meta = lambda: [  # noqa: E731
-        x
-        for x in state.rglob("spool/*.json")
-        if x.with_suffix(".data").stat().st_size > 0
-        and not json.loads(x.read_text()).get("refused")
-    ]
     deadline = time.monotonic() + 120
-    while spool_meta() and time.monotonic() < deadline:
+    while unsent(state) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not spool_meta(), [x.read_text() for x in spool_meta()]
+    assert not unsent(state), unsent(state)
     # Queued removals (superseded versions, lost copies) run on the retry loop too; the
     # cleanup journal is gone once none is left.
     journal = lambda: list(state.rglob("cleanup.journal"))  # noqa: E731

@@ -20,7 +20,6 @@ Short runs are in the default test run, long ones under ``-m stress`` (see test_
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -35,7 +34,7 @@ from tests.e2e.helpers import STRESS_LENGTHS as LENGTHS
 from tests.e2e.helpers import STRESS_SECONDS as DURATION
 from tests.e2e.helpers import STRESS_SEED as FAULT_SEED
 from tests.e2e.helpers import STRESS_SHORT as SHORT
-from tests.e2e.helpers import Mounted, Mounter
+from tests.e2e.helpers import Mounted, Mounter, unsent
 
 NAMES = ["a.txt", "b.txt", "c.txt"]
 PER_MOUNT = 2  # workers on each mount
@@ -148,15 +147,8 @@ def voided(c: Op, ops: list[Op]) -> bool:
 
 def drained(state: Path) -> bool:
     """Nothing left to upload (but refused content kept local-only), to remove, or to check."""
-    pending = [
-        x
-        for x in state.rglob("spool/*.json")
-        if x.with_suffix(".data").exists()
-        and x.with_suffix(".data").stat().st_size > 0
-        and not json.loads(x.read_text()).get("refused")
-    ]
     return (
-        not pending
+        not unsent(state)
         and not list(state.rglob("cleanup.journal"))
         and not list(state.rglob("held/*.record"))
     )
