@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,7 @@ class ContentCache:
     FINISH_FRACTION = 0.75
     FINISH_BELOW = 256 * 1024
     BATCH_PAUSE = 60.0  # no batched reads for this long after one failed
+    RESCAN = 5.0  # the longest the cache directory goes unlooked at (see ``_usage``)
 
     def __init__(self, root: Path, client: KanboardAPI, *, max_bytes: int) -> None:
         self.root = root
@@ -74,6 +76,12 @@ class ContentCache:
         self._hits = 0
         self._bytes = 0
         self._evictions = 0
+        # The cache's bytes as of the last look at the directory, plus what this mount put
+        # in since: the directory is looked at again only when that passes max_bytes, or
+        # RESCAN seconds later (another mount may share it), not at every file (a look costs
+        # a stat per cached file).
+        self._usage: int | None = None
+        self._looked_at = 0.0
         self._serial = 0
         self._prefetching: dict[str, trio.Event] = {}  # set once a batch member is settled
         self._batches = 0
@@ -270,6 +278,7 @@ class ContentCache:
             raise
         self._downloads_n += 1
         self._bytes += record.size
+        self._added(record.size)
         log.debug("cached %s file %d (%d bytes)", record.kind.value, record.id, record.size)
         self.evict()
 
@@ -378,6 +387,7 @@ class ContentCache:
             return
         self._downloads_n += 1
         self._bytes += record.size
+        self._added(record.size)
 
     async def _check_project_file(self, container: Container, record: FileRecord) -> None:
         """Before Kanboard 1.2.50 downloadProjectFile sends any project's file of that id
@@ -400,6 +410,7 @@ class ContentCache:
             log.warning("could not keep uploaded content in the cache: %s", exc)
             source.unlink(missing_ok=True)
             return
+        self._added(record.size)
         self.evict()
 
     def rekey(self, old: FileRecord, new: FileRecord) -> None:
@@ -437,8 +448,24 @@ class ContentCache:
     def usage(self) -> int:
         return sum(e.stat().st_size for e in os.scandir(self.root) if e.is_file())
 
+    def _added(self, size: int) -> None:
+        if self._usage is not None:
+            self._usage += size
+
     def evict(self) -> None:
         """Drop least recently used, unpinned files until the cache fits ``max_bytes``."""
+        now = time.monotonic()
+        if (
+            self._usage is not None
+            and self._usage <= self.max_bytes
+            and now - self._looked_at < self.RESCAN
+        ):
+            return
+        self._looked_at = now
+        self._usage = self._evict()
+
+    def _evict(self) -> int:
+        """One look at the directory: the LRU files dropped; the bytes left."""
         entries = []
         total = 0
         for entry in os.scandir(self.root):
@@ -448,7 +475,7 @@ class ContentCache:
             total += st.st_size
             entries.append((st.st_mtime, st.st_size, Path(entry.path)))
         if total <= self.max_bytes:
-            return
+            return total
         for _mtime, size, path in sorted(entries):
             if total <= self.max_bytes:
                 break
@@ -457,6 +484,7 @@ class ContentCache:
             path.unlink(missing_ok=True)
             total -= size
             self._evictions += 1
+        return total
 
 
 def _servable(st: os.stat_result, record: FileRecord) -> bool:
