@@ -340,8 +340,7 @@ class Vfs:
         writable = accmode in (os.O_WRONLY, os.O_RDWR)
         if writable:
             self._check_writable(node)
-            if self.config.writeback:
-                await self.writeback.before_change(node)
+            await self.writeback.before_change(node)
             if flags & os.O_TRUNC:
                 self._set_aside_incomplete(node)
                 if node.pending is None and node.record is None:
@@ -533,8 +532,7 @@ class Vfs:
                 raise IsADirectory()
             self._check_writable(node)
             limit = self.config.max_file_size
-            if self.config.writeback:
-                await self.writeback.before_change(node)
+            await self.writeback.before_change(node)
             pending = await self.uploader.open_for_change(node, truncate=size == 0)
             async with pending.lock:
                 if limit is not None and size > limit:  # refused: the content is unchanged

@@ -73,13 +73,19 @@ class PendingFile:
     recovered_copy: str | None = None
     conflict: bool = False  # the server got a newer version meanwhile: recover, never show
     # The version a write-back close() acknowledged (kbfs.upload.writeback): until it is on
-    # the server, a new writer waits for its upload instead of changing those bytes.
+    # the server, a new writer waits for its upload instead of changing those bytes. Kept in
+    # the description: a crash does not make acknowledged content changeable in place.
     handed_over: int = -1
     description: dict[str, Any] | None = None  # the record last written by Spool.describe
 
     @property
     def dirty(self) -> bool:
         return self.version != self.uploaded_version
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether a write-back close() acknowledged this very content (see handed_over)."""
+        return self.handed_over == self.version
 
     def size_or_zero(self) -> int:
         """The content's size, 0 if its data file is gone (for log lines and status)."""
@@ -173,6 +179,7 @@ class Spool:
             "incomplete": pending.incomplete,
             "refused": pending.refused,
             "recovered_copy": pending.recovered_copy,
+            "acknowledged": pending.acknowledged,
         }
         pending.description = record
         _write_json(pending.meta_path, record)
@@ -187,6 +194,7 @@ class Spool:
             "incomplete": pending.incomplete,
             "refused": pending.refused,
             "recovered_copy": pending.recovered_copy,
+            "acknowledged": pending.acknowledged,
         }
         pending.description = record
         _write_json(pending.meta_path, record)
@@ -262,6 +270,7 @@ class Spool:
                 incomplete=_incomplete(meta, data_path),
                 refused=None if meta.get("refused") is None else str(meta["refused"]),
                 recovered_copy=meta.get("recovered_copy"),
+                handed_over=1 if meta.get("acknowledged") is True else -1,
                 description=meta,
             )
             found.append((pending, meta))

@@ -102,10 +102,11 @@ class WriteBack:
                 size = pending.size()
                 if sent and size > 0:
                     check_storable(pending, name, size)
+                pending.handed_over = pending.version  # written down with the description
                 up.spool.describe(pending, container, name, node.record, node.stale)
                 up.spool.sync(pending)
-                pending.handed_over = pending.version
             except Exception as exc:
+                pending.handed_over = -1  # this close() fails: nothing was acknowledged
                 up.failed(node, pending, container, name, exc)
         if sent and size > 0:
             self.submit(node)
@@ -144,13 +145,14 @@ class WriteBack:
         with the upload's error. Changed in place, those acknowledged bytes would be gone if
         the new writer's save then failed or the machine crashed before it (the default
         mode keeps the server's version in that case; so does this). One round trip, only
-        for a file rewritten before its upload ran."""
+        for a file rewritten before its upload ran. Content a crashed write-back mount
+        acknowledged counts too, whatever the mode of the mount that finds it."""
         pending = node.pending
         if (
             pending is None
             or node.discarded
             or not pending.dirty
-            or pending.handed_over != pending.version
+            or not pending.acknowledged
             or not self._uploadable(node)
         ):
             return

@@ -276,3 +276,21 @@ async def test_a_file_renamed_while_its_upload_ends_leaves_both_names_free(
     await rig.save(rig.tasks, "a.txt", b"v3")
     assert await rig.vfs.writeback.settled(5), "a name stayed taken"
     assert rig.kb.contents(rig.tasks) == {"a.txt": b"v3", "b.txt": b"v2"}
+
+
+async def test_content_a_crashed_mount_acknowledged_is_uploaded_before_a_rewrite(
+    make_rig: RigFactory,
+) -> None:
+    """The spool entry says its content was acknowledged by a write-back close(): after a
+    crash, the next mount (write-back or not) uploads it before anyone may change it."""
+    rig = await writeback_rig(make_rig)
+    await rig.ls(rig.tasks)
+    busy = rig.kb.gate("create_file")
+    await rig.save(rig.tasks, "big.bin", b"x" * (2 << 20))  # a single upload, held
+    await busy.reached.wait()
+    await rig.save(rig.tasks, "a.txt", b"first")  # queued behind it
+    rig.crash()
+    busy.release()
+    again = await rig.remount(writeback=False)
+    await again.vfs.open(await again.ino(f"{again.path(again.tasks)}/a.txt"), WRITE_NEW)
+    assert rig.kb.contents(rig.tasks)["a.txt"] == b"first"
