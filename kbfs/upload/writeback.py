@@ -284,8 +284,10 @@ class WriteBack:
 
     async def _batch(self, nodes: list[Node]) -> None:
         """Upload ``nodes`` with one batch request, under their locks (taken without waiting:
-        a name being uploaded or moved right now is queued again)."""
+        a file whose name is being uploaded or moved right now goes after the batch, on its
+        own, once the lock is free)."""
         up = self.uploader
+        busy: list[Node] = []
         finished: list[tuple[Node, list[Placed]]] = []
         failures: list[tuple[Sending | Node, BaseException]] = []
         with up.in_flight():
@@ -298,8 +300,7 @@ class WriteBack:
                     name = self.ns.server_name(node)
                     lock = up.name_lock(node.container, name)
                     if lock.locked() or pending.lock.locked():
-                        self._queue.setdefault(node.ino, node)
-                        self._wake.set()
+                        busy.append(node)  # being uploaded or moved: on its own, below
                         continue
                     lock.acquire_nowait()
                     locks.callback(lock.release)
@@ -330,6 +331,8 @@ class WriteBack:
                 continue
             with contextlib.suppress(UploadFailed):
                 up.failed(node, pending, node.container, self.ns.server_name(node), cause)
+        for node in busy:  # once that upload or move let go (it may have settled the file)
+            await self._single([node])
 
     async def _send(
         self, sendings: list[Sending], failures: list[tuple[Sending | Node, BaseException]]

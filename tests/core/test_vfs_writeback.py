@@ -294,3 +294,23 @@ async def test_content_a_crashed_mount_acknowledged_is_uploaded_before_a_rewrite
     again = await rig.remount(writeback=False)
     await again.vfs.open(await again.ino(f"{again.path(again.tasks)}/a.txt"), WRITE_NEW)
     assert rig.kb.contents(rig.tasks)["a.txt"] == b"first"
+
+
+async def test_a_file_of_a_batch_whose_name_is_busy_goes_once_it_is_free(
+    make_rig: RigFactory,
+) -> None:
+    """A batch meets a name whose lock is held (a move, an fsync of it): the other files go
+    in the batch, that one on its own once the lock is free."""
+    rig = await writeback_rig(make_rig)
+    await rig.ls(rig.tasks)
+    lock = rig.vfs.uploader.name_lock(rig.tasks, "b.txt")
+    await lock.acquire()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        await rig.save(rig.tasks, name, name.encode())
+    with trio.move_on_after(5):
+        while len(rig.kb.contents(rig.tasks)) < 2:
+            await trio.sleep(0.01)
+    assert rig.kb.contents(rig.tasks) == {"a.txt": b"a.txt", "c.txt": b"c.txt"}
+    lock.release()
+    assert await rig.vfs.writeback.settled(5)
+    assert rig.kb.contents(rig.tasks) == {n: n.encode() for n in ("a.txt", "b.txt", "c.txt")}
