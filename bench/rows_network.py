@@ -303,7 +303,11 @@ SNIFFED = {
     "paper": (b"%PDF-1.4\n", "application/pdf"),
     "archive": (b"\x1f\x8b\x08\x00", "application/gzip"),
     "scan": (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "image/jpeg"),
-    "program": (b"\x7fELF\x02\x01\x01", "application/x-executable"),
+    # e_type (offset 16) says ET_EXEC: left to chance, 4 is a core dump, 3 a shared library.
+    "program": (
+        b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x02\x00\x3e\x00",
+        "application/x-executable",
+    ),
     "notes": (b"plain words\n" * 1000, "text/plain"),
 }
 SNIFF_BOUND = 8 * MiB  # issue 14's target for the whole listing
