@@ -12,12 +12,25 @@ from kbfs.client.errors import ServerError
 
 try:
     from conftest import WRITE_NEW, Rig, RigFactory, raises_errno
+    from fakekb import Gate
 except ImportError:  # pragma: no cover
     from tests.core.conftest import WRITE_NEW, Rig, RigFactory, raises_errno
+    from tests.core.fakekb import Gate
 
 
 async def writeback_rig(make_rig: RigFactory) -> Rig:
     return await make_rig(writeback=True)
+
+
+async def queued_behind_a_held_upload(rig: Rig, name: str, data: bytes) -> Gate:
+    """Save ``name`` while the write-back queue is busy with a large file whose upload is
+    held (released by the gate returned): its close() returned, its upload has not begun."""
+    await rig.ls(rig.tasks)
+    busy = rig.kb.gate("create_file")
+    await rig.save(rig.tasks, "big.bin", b"x" * (2 << 20))  # a single upload, held
+    await busy.reached.wait()
+    await rig.save(rig.tasks, name, data)
+    return busy
 
 
 async def test_close_returns_before_the_upload_and_batches_follow(make_rig: RigFactory) -> None:
@@ -211,11 +224,7 @@ async def test_rewriting_a_file_before_its_upload_ran_uploads_it_first(
     the server before the second writer may destroy them (a crash, or a failed second save,
     would otherwise leave nothing: found by the write-back stress run with a kill -9)."""
     rig = await writeback_rig(make_rig)
-    await rig.ls(rig.tasks)
-    busy = rig.kb.gate("create_file")
-    await rig.save(rig.tasks, "big.bin", b"x" * (2 << 20))  # a single upload, held
-    await busy.reached.wait()
-    await rig.save(rig.tasks, "a.txt", b"first")  # queued behind it
+    busy = await queued_behind_a_held_upload(rig, "a.txt", b"first")
     assert "a.txt" not in rig.kb.contents(rig.tasks)
     await rig.vfs.open(await rig.ino(f"{rig.path(rig.tasks)}/a.txt"), WRITE_NEW)
     assert rig.kb.contents(rig.tasks)["a.txt"] == b"first"
@@ -284,11 +293,7 @@ async def test_content_a_crashed_mount_acknowledged_is_uploaded_before_a_rewrite
     """The spool entry says its content was acknowledged by a write-back close(): after a
     crash, the next mount (write-back or not) uploads it before anyone may change it."""
     rig = await writeback_rig(make_rig)
-    await rig.ls(rig.tasks)
-    busy = rig.kb.gate("create_file")
-    await rig.save(rig.tasks, "big.bin", b"x" * (2 << 20))  # a single upload, held
-    await busy.reached.wait()
-    await rig.save(rig.tasks, "a.txt", b"first")  # queued behind it
+    busy = await queued_behind_a_held_upload(rig, "a.txt", b"first")
     rig.crash()
     busy.release()
     again = await rig.remount(writeback=False)

@@ -199,13 +199,17 @@ def random_files(directory: Path, count: int, size: int) -> dict[str, bytes]:
 
 
 def kbfs_cli(
-    *args: str | os.PathLike[str], stdin: bytes | None = None, timeout: float = 60
+    *args: str | os.PathLike[str],
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
 ) -> subprocess.CompletedProcess[bytes]:
     """``kbfs ARGS`` as its own process (this checkout's), output captured, never raising."""
     return subprocess.run(
         [sys.executable, "-m", "kbfs", *map(str, args)],
         capture_output=True,
         input=stdin,
+        env=env,
         timeout=timeout,
         check=False,
     )

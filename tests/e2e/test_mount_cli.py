@@ -15,17 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Mounter, _unmount, run
+from tests.e2e.helpers import Mounter, _unmount, kbfs_cli, run
 
 
-def kbfs(*args: str | os.PathLike[str], env: dict[str, str] | None = None, timeout: float = 30):  # type: ignore[no-untyped-def]
-    return subprocess.run(
-        [sys.executable, "-m", "kbfs", *map(str, args)],
-        capture_output=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
+def kbfs(
+    *args: str | os.PathLike[str], env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[bytes]:
+    return kbfs_cli(*args, env=env, timeout=timeout)
 
 
 def _free_port() -> int:
