@@ -32,7 +32,7 @@ from kbfs.namespace.tree import Namespace
 from kbfs.remote.refresher import Refresher
 from kbfs.storage.contentcache import ContentCache
 from kbfs.storage.spool import PendingFile, Spool
-from kbfs.upload.uploader import Uploader
+from kbfs.upload.uploader import Uploader, waited_for
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +204,7 @@ class Mover:
         between the move's create and its end). The move replaces that version too: it goes,
         as the version the move was set to replace does. An upload of it still in flight
         ends first (the target is replaced now: no new one starts)."""
-        if target_pending is not None and target_pending.lock.locked():
-            async with target_pending.lock:
-                pass
+        await waited_for(target_pending)
         late = target.record
         if (
             late is None

@@ -140,12 +140,7 @@ class Uploader:
     async def waited_for_upload(self, node: Node) -> bool:
         """If an upload of ``node`` is under way, wait for it to end and say so: it changes
         what names show, so the caller (rm, mv) must look at them again."""
-        pending = node.pending
-        if pending is None or not pending.lock.locked():
-            return False
-        async with pending.lock:
-            pass
-        return True
+        return await waited_for(node.pending)
 
     # ------------------------------------------------------------------ local content
 
@@ -550,6 +545,15 @@ def may_have_created(exc: BaseException) -> bool:
     if isinstance(exc, _ANSWERED):
         return False
     return not (isinstance(exc, TransportError) and not exc.request_sent)
+
+
+async def waited_for(pending: PendingFile | None) -> bool:
+    """If an upload of this content holds its lock, wait for it to end and say so."""
+    if pending is None or not pending.lock.locked():
+        return False
+    async with pending.lock:
+        pass
+    return True
 
 
 def check_storable(pending: PendingFile, server_name: str, size: int) -> None:

@@ -264,7 +264,7 @@ class WriteBack:
         """One request (a batch, or one file); then its slot and its names are free."""
         try:
             if len(nodes) == 1:
-                await self._single(nodes)
+                await self._single(nodes[0])
             else:
                 await self._batch(nodes)
         except Exception:  # never let it end the mount; the retry pass takes over
@@ -278,9 +278,9 @@ class WriteBack:
                     self._sending[node.ino] = held
             self._wake.set()  # a slot and names are free: what waited goes now
 
-    async def _single(self, nodes: list[Node]) -> None:
+    async def _single(self, node: Node) -> None:
         with contextlib.suppress(FsError):  # logged, kept in the spool, retried
-            await self.uploader.upload(nodes[0])
+            await self.uploader.upload(node)
 
     async def _batch(self, nodes: list[Node]) -> None:
         """Upload ``nodes`` with one batch request, under their locks (taken without waiting:
@@ -332,7 +332,7 @@ class WriteBack:
             with contextlib.suppress(UploadFailed):
                 up.failed(node, pending, node.container, self.ns.server_name(node), cause)
         for node in busy:  # once that upload or move let go (it may have settled the file)
-            await self._single([node])
+            await self._single(node)
 
     async def _send(
         self, sendings: list[Sending], failures: list[tuple[Sending | Node, BaseException]]
